@@ -1,0 +1,3 @@
+from medlnkit.cli import main
+
+raise SystemExit(main())
