@@ -1,0 +1,1 @@
+"""Model builders for the kit's two architectures, one builder per profile."""
