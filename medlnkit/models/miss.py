@@ -99,7 +99,7 @@ def cpu_config(tokenizer, minilm_config: dict) -> BlipConfig:
     )
     vision = dict(
         hidden_size=384, num_hidden_layers=4, num_attention_heads=6, intermediate_size=1536,
-        image_size=224, patch_size=16,
+        image_size=160, patch_size=16,
     )  # fmt: skip
     return _blip_config(tokenizer, text, vision)
 
@@ -212,3 +212,41 @@ def _load_paper(source: str | Path) -> MissBundle:
         tuple(image_processor.image_std),
         sources,
     )
+
+
+@torch.no_grad()
+def generate_answers(
+    model: BlipForQuestionAnswering,
+    tokenizer,
+    pixel_values: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int = 10,
+) -> list[str]:
+    """Generate one answer per question with greedy decoding.
+
+    Unlike ``BlipForQuestionAnswering.generate``, the decoder's cross-attention receives the
+    question's padding mask, so padded questions in a batch get the same answers as alone.
+    """
+    image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
+    image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+    question_embeds = model.text_encoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        encoder_hidden_states=image_embeds,
+        encoder_attention_mask=image_mask,
+    ).last_hidden_state
+    start = torch.full(
+        (input_ids.shape[0], 1), tokenizer.bos_token_id, dtype=torch.long, device=input_ids.device
+    )
+    output_ids = model.text_decoder.generate(
+        input_ids=start,
+        encoder_hidden_states=question_embeds,
+        encoder_attention_mask=attention_mask,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+    )
+    return [text.strip() for text in tokenizer.batch_decode(output_ids, skip_special_tokens=True)]

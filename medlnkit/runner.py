@@ -1,0 +1,149 @@
+"""``medlnkit run``: execute the numbered notebooks with papermill into one run folder.
+
+The run folder holds ``config.yaml`` (the resolved profile and options), ``env.json`` (versions and
+machine), ``notebooks/`` (the executed notebooks), ``tables/`` and ``figures/``. Notebooks run in
+order; when one fails, the notebooks and tables already written stay, and the error names the
+executed notebook that shows the failing cell.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+import yaml
+
+from medlnkit.errors import MedlnkitError
+from medlnkit.profiles import get_profile
+
+logger = logging.getLogger(__name__)
+
+# The notebooks `medlnkit run` executes, in order. Later notebooks join as they are built.
+NOTEBOOKS = ("00_architecture_tour", "01_parameter_counting", "02_miss_tuning")
+
+
+def notebooks_folder() -> Path:
+    """Return the folder of the kit's notebooks (the repository's notebooks/)."""
+    override = os.environ.get("MEDLNKIT_NOTEBOOKS")
+    folder = Path(override) if override else Path(__file__).resolve().parent.parent / "notebooks"
+    if not folder.is_dir():
+        raise MedlnkitError(
+            f"notebook folder {str(folder)!r} not found: run from a clone of the repository, or set "
+            "MEDLNKIT_NOTEBOOKS to the folder holding 00_architecture_tour.ipynb"
+        )
+    return folder
+
+
+def select_notebooks(only: list[str] | None, available: tuple[str, ...] = NOTEBOOKS) -> list[str]:
+    """Resolve ``--only`` names ("02_miss_tuning", "02", "02_miss_tuning.ipynb") to notebook names."""
+    if not only:
+        return list(available)
+    chosen = []
+    for name in only:
+        stem = Path(name).stem
+        matches = [n for n in available if n == stem or n.split("_", 1)[0] == stem]
+        if not matches:
+            raise MedlnkitError(f"unknown notebook {name!r}: expected one of {', '.join(available)}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return [n for n in available if n in chosen]
+
+
+def environment_record() -> dict:
+    """Return versions of the stack and a description of the machine, for env.json."""
+    import importlib.metadata as metadata
+
+    packages = {}
+    for name in ("medlnkit", "torch", "transformers", "peft", "accelerate", "papermill", "numpy", "pandas"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    record = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "packages": packages,
+        "time": dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    try:
+        import torch
+
+        record["cuda"] = torch.cuda.is_available()
+        record["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        record["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return record
+
+
+def default_run_folder(profile: str) -> Path:
+    return Path("runs") / f"{dt.date.today().isoformat()}-{profile}"
+
+
+def run_notebooks(
+    profile: str = "cpu",
+    data_dir: Path | None = None,
+    out: Path | None = None,
+    only: list[str] | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Execute the notebooks for a profile and return the run folder."""
+    resolved = get_profile(profile)
+    if data_dir is not None:
+        from medlnkit.data.sources import detect_layout
+
+        detect_layout(Path(data_dir))  # fails early, before any notebook runs
+        data_dir = Path(data_dir).resolve()
+    names = select_notebooks(only)
+    folder = notebooks_folder()
+    run_dir = Path(out or default_run_folder(profile)).resolve()
+    for sub in ("notebooks", "tables", "figures"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    quiet = quiet or bool(os.environ.get("CI"))
+    config = {
+        "profile": resolved.to_dict(),
+        "data_dir": None if data_dir is None else str(data_dir),
+        "notebooks": names,
+        "command": " ".join(sys.argv),
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2))
+
+    import papermill
+
+    parameters = {
+        "profile": profile,
+        "data_dir": "" if data_dir is None else str(data_dir),
+        "out_dir": str(run_dir),
+        "quiet": quiet,
+    }
+    for index, name in enumerate(names, start=1):
+        source = folder / f"{name}.ipynb"
+        target = run_dir / "notebooks" / f"{name}.ipynb"
+        logger.info("notebook %d/%d: %s (profile %s)", index, len(names), name, profile)
+        started = dt.datetime.now()
+        try:
+            papermill.execute_notebook(
+                str(source),
+                str(target),
+                parameters=parameters,
+                kernel_name="python3",
+                progress_bar=not quiet,
+                log_output=not quiet,
+                cwd=str(folder),
+            )
+        except papermill.PapermillExecutionError as error:
+            raise MedlnkitError(
+                f"notebook {name} failed in cell {error.cell_index} with {error.ename}: {error.evalue}. "
+                f"The executed notebook {target} shows the cell; results written before it are kept in {run_dir}"
+            ) from None
+        seconds = (dt.datetime.now() - started).total_seconds()
+        logger.info("notebook %s finished in %.0f s", name, seconds)
+    return run_dir
