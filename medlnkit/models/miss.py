@@ -19,6 +19,7 @@ from transformers import BertTokenizerFast, BlipConfig, BlipForQuestionAnswering
 
 from medlnkit import assets
 from medlnkit.errors import ProfileError
+from medlnkit.models.blip_fixes import fix_cross_attention_masks
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def build_miss(profile: str = "cpu", source: str | Path | None = None, seed: int
         return _load_paper(source or PAPER_CHECKPOINT)
     else:
         raise ProfileError(f"unknown profile {profile!r}: expected smoke, cpu or paper")
+    fix_cross_attention_masks(model)
     return MissBundle(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, sources)
 
 
@@ -204,6 +206,7 @@ def _load_paper(source: str | Path) -> MissBundle:
     image_processor = processor.image_processor
     size = image_processor.size.get("height", model.config.vision_config.image_size)
     sources = {g: f"pretrained {source}" for g in GROUP_PREFIXES}
+    fix_cross_attention_masks(model)
     return MissBundle(
         model,
         processor.tokenizer,
