@@ -33,7 +33,8 @@ def real_archive_records():
         importlib.metadata.distribution("torchxrayvision")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("torchxrayvision is not installed: it ships the real IU X-ray report archive")
-    return {option: load_iu_xray_with_report(None, option) for option in ("skip", "keep", "impression")}
+    options = ("skip", "keep", "impression")
+    return {option: load_iu_xray_with_report(None, option) for option in options}
 
 
 # ---------------------------------------------------------------- real archive (torchxrayvision)

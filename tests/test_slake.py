@@ -135,7 +135,8 @@ def test_fixture_release_subfolder_found(tmp_path):
     build_slake(tmp_path / "download" / "Slake1.0")
     records = load_slake(tmp_path / "download", "validate")
     assert [record.qid for record in records] == ["10", "11"]
-    assert records[0].image_path == tmp_path / "download" / "Slake1.0" / "imgs" / "xmlab2" / "source.jpg"
+    expected = tmp_path / "download" / "Slake1.0" / "imgs" / "xmlab2" / "source.jpg"
+    assert records[0].image_path == expected
 
 
 def test_fixture_missing_image_raises(tmp_path):

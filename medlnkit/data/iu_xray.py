@@ -47,7 +47,7 @@ LAYOUT = (
     "optional ROOT/images/<image id>.png and optional ROOT/filter_cap.json (XrayGPT)"
 )
 XRAYGPT_LAYOUT = (
-    'ROOT/filter_cap.json holding {"annotations": [{"image_id": ..., "caption": ...}]} and '
+    'ROOT/filter_cap.json containing {"annotations": [{"image_id": ..., "caption": ...}]} and '
     "ROOT/image/<image id>.png"
 )
 
@@ -345,7 +345,7 @@ def load_xraygpt_openi_with_report(
 ) -> tuple[list[ReportRecord], LoadReport]:
     """Load XrayGPT's OpenI instruction data: one ReportRecord per image, caption as findings.
 
-    ``root`` holds ``filter_cap.json`` and ``image/<image_id>.png``. Each record has the image id
+    ``root`` contains ``filter_cap.json`` and ``image/<image_id>.png``. Each record has the image id
     as ``study_id``, the caption as ``findings``, an empty ``impression`` and split ``"train"``
     (XrayGPT fine-tunes on all of it).
     """

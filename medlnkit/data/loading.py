@@ -204,7 +204,7 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def normalise_text(value: Any) -> str:
-    """Return ``value`` as a string with runs of whitespace collapsed to one space and ends stripped."""
+    """Return ``value`` as a string with whitespace runs collapsed to one space and ends stripped."""
     return " ".join(str(value).split())
 
 

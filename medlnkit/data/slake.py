@@ -1,6 +1,6 @@
 """Load SLAKE 1.0 (Liu et al., ISBI 2021) from the folder of its official release.
 
-The release holds ``train.json``, ``validate.json`` and ``test.json`` (English and Chinese
+The release contains ``train.json``, ``validate.json`` and ``test.json`` (English and Chinese
 questions mixed, 14,028 in all) and ``imgs/xmlabN/source.jpg``. English only, the split sizes are
 4,919 / 1,053 / 1,061 questions.
 """
@@ -38,7 +38,7 @@ EXTRA_FIELDS = ("img_id", "location", "modality", "content_type", "base_type", "
 
 
 def resolve_root(root: Path) -> Path:
-    """Return the folder holding the split files: ``root`` itself or its ``Slake1.0`` subfolder."""
+    """Return the folder containing the split files: ``root`` itself or its ``Slake1.0`` subfolder."""
     root = Path(root)
     require_folder(root, CARD, LAYOUT, label="Slake folder")
     if not (root / "train.json").exists() and (root / "Slake1.0" / "train.json").exists():
