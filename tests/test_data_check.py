@@ -111,6 +111,7 @@ def test_mimic_cxr_check_splits(tmp_path):
     assert "    1 x report file missing (e.g. s53000003)" in test_section
     assert "  with findings: 1, without findings: 2" in test_section
     assert "  impression taken from the last paragraph: 1" in test_section
+    assert "  images found: 3 of 4 referenced" in test_section
     assert "  missing images: 1 files (s50414267/174413ec-4ec4c1f7.jpg)" in test_section
 
 

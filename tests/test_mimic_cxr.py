@@ -120,6 +120,7 @@ def test_test_split_studies(tmp_path):
     assert report.examples["report file missing"] == ["s53000003"]
     # Images are looked up only for returned studies, so the skipped study adds none.
     assert len(report.found_images) == 4
+    assert "s50414267/02aa804e-bde0afdd.jpg" in report.found_images
 
 
 def test_study_without_findings_kept(tmp_path):

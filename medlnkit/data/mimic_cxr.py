@@ -269,11 +269,12 @@ def _build_record(
     image_folder = study_folder(image_files_root, subject_id, study_id)
     for dicom_id in study["dicom_ids"]:
         path = image_folder / f"{dicom_id}.jpg"
+        name = f"{record_id}/{dicom_id}.jpg"
         if path.is_file():
-            report.found_image(dicom_id)
+            report.found_image(name)
             image_paths.append(path)
         else:
-            report.missing_image(f"{record_id}/{dicom_id}.jpg")
+            report.missing_image(name)
     return ReportRecord(
         study_id=record_id,
         image_paths=tuple(image_paths),
