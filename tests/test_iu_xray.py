@@ -17,6 +17,7 @@ from fixtures.dataset_layouts import (
 from medlnkit.data.iu_xray import (
     load_iu_xray,
     load_iu_xray_with_report,
+    load_xraygpt_openi,
     load_xraygpt_openi_with_report,
     parse_report_xml,
     read_xraygpt_captions,
@@ -223,7 +224,7 @@ def test_xraygpt_openi_records(tmp_path):
 def test_xraygpt_missing_image_raises(tmp_path):
     root = build_xraygpt_openi(tmp_path / "chest_data")
     with pytest.raises(DataError, match=r"CXR999_IM-0001-1001\.png.*iu_xray\.md"):
-        load_xraygpt_openi_with_report(root)
+        load_xraygpt_openi(root)
 
 
 def test_xraygpt_without_annotations_raises(tmp_path):

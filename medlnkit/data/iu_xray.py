@@ -393,6 +393,12 @@ def load_xraygpt_openi_with_report(
     return records, report
 
 
+def load_xraygpt_openi(root: Path, require_images: bool = True) -> list[ReportRecord]:
+    """Load XrayGPT's OpenI captions as ReportRecords; see load_xraygpt_openi_with_report."""
+    records, _ = load_xraygpt_openi_with_report(root, require_images)
+    return records
+
+
 def load_iu_xray(
     root: Path | None = None,
     empty_findings: str = "skip",
