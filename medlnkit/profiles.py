@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from medlnkit.errors import ProfileError
-from medlnkit.paradigms import TABLE1_PARADIGMS
+from medlnkit.paradigms import TABLE1_PARADIGMS, TABLE2_PARADIGMS
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class Profile:
     miss_model: str  # the build_miss profile: smoke, cpu or paper
     miss_train: TrainSettings
     miss_paradigms: tuple[str, ...] = TABLE1_PARADIGMS
+    llava_model: str = "smoke"  # the LLaVA builder profile: smoke, cpu or paper
+    llava_train: TrainSettings = TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3, max_train_examples=16, max_eval_examples=8)
+    llava_paradigms: tuple[str, ...] = TABLE2_PARADIGMS
     needs_gpu: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -65,15 +68,25 @@ PROFILES: dict[str, Profile] = {
         # shorter; with 2e-5 nothing visible is learned in a few epochs.
         miss_train=TrainSettings(
             epochs=3, batch_size=16, learning_rate=1e-4, weight_decay=0.05,
-            max_train_examples=256, max_eval_examples=None, eval_batch_size=32, max_answer_tokens=8,
+            max_train_examples=192, max_eval_examples=None, eval_batch_size=32, max_answer_tokens=8,
         ),  # fmt: skip
-        notes=("vision encoder randomly initialised: no registry package ships ViT weights",),
+        llava_model="cpu",
+        # NOTE: sized before the LLaVA notebook existed; measure and adjust with the notebook.
+        llava_train=TrainSettings(
+            epochs=1, batch_size=8, learning_rate=1e-4, max_train_examples=64, max_eval_examples=None,
+            max_answer_tokens=8,
+        ),  # fmt: skip
+        notes=("vision encoders randomly initialised: no registry package ships ViT or CLIP weights",),
     ),
     "paper": Profile(
         name="paper",
         description="the study's MISS (BLIP VQA base), AdamW lr 2e-5, weight decay 0.05, batch 16, 120 epochs",
         miss_model="paper",
         miss_train=TrainSettings(),
+        llava_model="paper",
+        # LLaVA-Med fine-tuning: lr 2e-5 with warmup ratio 0.03 and a cosine schedule; the study does
+        # not give the epochs or batch size for LLaVA-Med, so LLaVA's fine-tuning defaults are used.
+        llava_train=TrainSettings(epochs=3, batch_size=16, learning_rate=2e-5, weight_decay=0.0, max_answer_tokens=64),
         needs_gpu=True,
     ),
 }
