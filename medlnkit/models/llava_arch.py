@@ -8,7 +8,7 @@ LLaVA-Med v1 (Li et al., 2023; github.com/microsoft/LLaVA-Med, ``llava/model/lla
   Llava class builds LLaVA-1.5's two-layer MLP, so :func:`build_llava_med_v1` swaps it;
 * ``llm``: LLaMA-7B (32 layers, width 4,096, SwiGLU MLP of width 11,008, RMSNorm);
 * ``lm_head``: the vocabulary matrices, i.e. the output projection and the input token embeddings.
-  Training LLaVA-Med's "LM head" trains both: the study's counts say so (see ``LLAVA_RULES``).
+  The study's counts show that its "LM head" state trains both (see ``LLAVA_RULES``).
 
 The vocabulary is LLaMA's 32,000 tokens plus the four that LLaVA-Med's v0-style training script adds:
 ``[PAD]``, ``<im_patch>``, ``<im_start>`` and ``<im_end>`` (32,004 rows).
@@ -47,8 +47,8 @@ LLAVA_MED_PREFIX = PrefixSettings(num_virtual_tokens=5, projection=True, project
 def llava_med_v1_config(image_size: int = 224, vocab_size: int = LLAMA_VOCAB_SIZE + len(ADDED_TOKENS)) -> LlavaConfig:
     """Return LLaVA-Med v1's configuration: CLIP ViT-L/14 at ``image_size`` px and LLaMA-7B.
 
-    ``image_size`` 224 is LLaVA-Med v1's vision tower; 336 gives LLaVA-1.5's tower, which differs
-    only in its position embeddings (577 instead of 257 rows of 1,024).
+    ``image_size`` 224 is LLaVA-Med v1's vision tower and the one the study's percentages admit;
+    336 gives LLaVA-1.5's tower, which differs only in its position embeddings (577 rows, not 257).
     """
     if image_size % 14:
         raise ValueError(f"image_size {image_size} is not a multiple of the patch size 14: use 224 or 336")
@@ -135,7 +135,7 @@ _GROUPS = {
 
 LLAVA_RULES = ArchitectureRules(
     name="llava",
-    # The study's "LM head" holds both vocabulary matrices: F,T,LN,T minus F,F,LN,F is 266,375,168
+    # The study's "LM head" contains both vocabulary matrices: F,T,LN,T minus F,F,LN,F is 266,375,168
     # = the connector (1,024 x 4,096 + 4,096) + 2 x 32,004 x 4,096.
     groups=_GROUPS,
     # CLIP: self_attn.{q,k,v,out}_proj with biases; LLaMA: self_attn.{q,k,v,o}_proj. No norm sits
@@ -159,7 +159,9 @@ LLAVA_RULES = ArchitectureRules(
     # NOTE: the counts cannot tell pre_layrnorm from post_layernorm (2,048 parameters each).
     paper_ln_exclude=r"\.pre_layrnorm\.|^model\.language_model\.norm\.",
     notes={
-        "image_size": "224 px (LLaVA-Med v1's CLIP ViT-L/14); Table 2's percentages also admit 336 px",
+        # Table 2's percentages allow totals of 7,044,801,080 to 7,046,063,082 parameters only:
+        # 7,045,826,560 at 224 px fits, 7,046,154,240 at 336 px does not.
+        "image_size": "224 px, LLaVA-Med v1's CLIP ViT-L/14",
         "vocab_size": "32,004 = LLaMA's 32,000 + [PAD], <im_patch>, <im_start>, <im_end>",
         "connector": "one Linear(1024, 4096) with bias = 4,198,400 parameters",
     },
