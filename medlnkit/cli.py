@@ -74,6 +74,11 @@ def _add_data(subparsers) -> None:
     )
     check.add_argument("--dataset", required=True, help=", ".join(DATASETS))
     check.add_argument("--root", required=True, type=Path, help="the dataset's folder")
+    check.add_argument(
+        "--open-images",
+        action="store_true",
+        help="decode every image fully, which finds truncated files (slower)",
+    )
 
 
 def _add_score(subparsers) -> None:
@@ -131,7 +136,7 @@ def _command_count(args) -> int:
 def _command_data(args) -> int:
     from medlnkit.data.check import check_dataset
 
-    print(check_dataset(args.dataset, args.root))
+    print(check_dataset(args.dataset, args.root, open_images=args.open_images))
     return 0
 
 
