@@ -83,6 +83,18 @@ def environment_record() -> dict:
     return record
 
 
+def _kernel_imports_this_package() -> None:
+    """Put this medlnkit's parent folder on the kernel's PYTHONPATH.
+
+    Kernels inherit this process's environment, so the notebooks import the same medlnkit as the
+    runner, also from a source checkout that is not installed.
+    """
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_parent not in current:
+        os.environ["PYTHONPATH"] = os.pathsep.join([package_parent, *current])
+
+
 def default_run_folder(profile: str) -> Path:
     return Path("runs") / f"{dt.date.today().isoformat()}-{profile}"
 
@@ -118,6 +130,7 @@ def run_notebooks(
 
     import papermill
 
+    _kernel_imports_this_package()
     parameters = {
         "profile": profile,
         "data_dir": "" if data_dir is None else str(data_dir),

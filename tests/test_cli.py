@@ -68,3 +68,19 @@ def test_count_json_contract(capsys):
     assert record["trainable"] == 224_277_308
     assert record["peft"] == 56_832
     assert record["groups"]["jtm"]["peft"] == 56_832
+
+
+@pytest.mark.slow
+def test_undecodable_image_stops_run_with_name(capsys, tmp_path):
+    from fixtures.dataset_layouts import build_vqa_rad_mevf
+
+    root = build_vqa_rad_mevf(tmp_path / "vqa_rad")
+    (root / "images" / "synpic200.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "run"
+    status, _, err = run_cli(capsys, "run", "--profile", "smoke", "--data-dir", str(root), "--out", str(out), "--only", "02")
+    assert status == 2
+    assert "synpic200.jpg" in err
+    assert "02_miss_tuning" in err
+    assert "Traceback" not in err
+    assert (out / "config.yaml").exists()
+    assert (out / "notebooks" / "02_miss_tuning.ipynb").exists()
