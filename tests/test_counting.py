@@ -160,9 +160,6 @@ def test_strict_llava_attention_equals_paper():
     assert strict.trainable == 2248245248
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ArchitectureRules has one FFN pattern for both conventions, so gate_proj is missing"
-)
 def test_strict_llava_ffn_counts_all_mlp_matrices():
     report = count_parameters_for("llava-med-v1", "F,F,FFN,F", convention="strict")
     assert report.trainable == LLM_LAYERS * 3 * WIDTH * MLP_WIDTH

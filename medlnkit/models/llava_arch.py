@@ -144,10 +144,10 @@ LLAVA_RULES = ArchitectureRules(
     attention=r"\.self_attn\.",
     # The study's FFN trains two of LLaMA's three MLP matrices: F,T,FFN,T minus the connector and the
     # vocabulary matrices is 2,885,681,152 = 32 x 2 x 4,096 x 11,008. The counts cannot tell which
-    # two; the kit takes up_proj and down_proj, the two matrices of a classic FFN. CLIP: fc1 and fc2.
-    # NOTE: `strict` should also take gate_proj, but ArchitectureRules has one FFN pattern for both
-    # conventions, so `strict` counts the study's two matrices too.
-    ffn=r"\.mlp\.(up_proj|down_proj|fc1|fc2)\.",
+    # two; the kit takes up_proj and down_proj, the two matrices of a classic FFN, so `paper` leaves
+    # gate_proj out and `strict` trains all three. CLIP: fc1 and fc2.
+    ffn=r"\.mlp\.(gate_proj|up_proj|down_proj|fc1|fc2)\.",
+    paper_ffn_exclude=r"\.mlp\.gate_proj\.",
     lora_targets={
         "vision": r"model\.vision_tower\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])",
         "llm": r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",

@@ -133,10 +133,11 @@ def add_blip_prefixes(tower: nn.Module, settings: PrefixSettings) -> PrefixEncod
     is registered as ``tower.prefix_encoder``, so its parameters belong to the tower's group.
     """
     config = tower.config
-    encoder = PrefixEncoder(
-        config.num_hidden_layers, config.hidden_size, config.num_attention_heads, settings
-    )
-    encoder.to(next(tower.parameters()).device)
+    # Built on the tower's device, so a model on the meta device gets meta prefixes (no memory).
+    with torch.device(next(tower.parameters()).device):
+        encoder = PrefixEncoder(
+            config.num_hidden_layers, config.hidden_size, config.num_attention_heads, settings
+        )
     tower.prefix_encoder = encoder
     converted = 0
     for name, module in tower.named_modules():

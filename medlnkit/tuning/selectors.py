@@ -16,6 +16,7 @@ Two conventions:
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ class ArchitectureRules:
     norm_class_names: tuple[str, ...] = ("LayerNorm", "RMSNorm")
     # Norm parameters that the ``paper`` convention leaves out of LN (see each architecture).
     paper_ln_exclude: str | None = None
+    # FFN parameters that the ``paper`` convention leaves out of FFN (see each architecture).
+    paper_ffn_exclude: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -59,6 +62,9 @@ MISS_RULES = ArchitectureRules(
 
 RULES: dict[str, ArchitectureRules] = {"miss": MISS_RULES}
 
+# Modules that register the rules of an architecture when imported.
+_RULE_MODULES = {"llava": "medlnkit.models.llava_arch"}
+
 
 def register_rules(rules: ArchitectureRules) -> None:
     """Add or replace the rules of an architecture (the LLaVA builder registers its own)."""
@@ -66,6 +72,9 @@ def register_rules(rules: ArchitectureRules) -> None:
 
 
 def get_rules(architecture: str) -> ArchitectureRules:
+    """Return the rules of an architecture, importing the module that registers them if needed."""
+    if architecture not in RULES and architecture in _RULE_MODULES:
+        importlib.import_module(_RULE_MODULES[architecture])
     if architecture not in RULES:
         raise ValueError(f"unknown architecture {architecture!r}: expected one of {sorted(RULES)}")
     return RULES[architecture]
@@ -118,6 +127,8 @@ def select_parameters(
                 take = take and name not in norms
         else:
             take = re.search(rules.ffn, name) is not None and name not in norms
+            if take and convention == "paper" and rules.paper_ffn_exclude:
+                take = re.search(rules.paper_ffn_exclude, name) is None
         if take:
             selected.add(name)
     return selected
