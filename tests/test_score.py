@@ -118,6 +118,17 @@ def test_score_vqa_open_type_absent(tmp_path):
     assert re.search(r"open_accuracy\s+n/a", format_scores(scores))
 
 
+def test_score_vqa_llava_med_recall(tmp_path):
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "prediction": "the lung"}])
+    references = write_jsonl(tmp_path / "r.jsonl", [{"id": "1", "answer": "left lung", "answer_type": "OPEN"}])
+    exact = score_files("vqa", predictions, references)
+    recall = score_files("vqa", predictions, references, open_metric="llava_med_recall")
+    assert exact["open_accuracy"] == 0.0
+    assert recall["open_accuracy"] == 0.5
+    assert recall["open_metric"] == "llava_med_recall"
+    assert "LLaVA-Med's token recall" in recall["implementations"]["accuracy"]
+
+
 def test_score_vqa_allow_empty_scores_wrong(tmp_path):
     predictions = write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "prediction": ""}, {"id": "2", "prediction": "no"}])
     references = write_jsonl(

@@ -108,8 +108,8 @@ def parse_answer_type(value: Any, where: str) -> str:
 
 
 def format_ids(ids: Iterable[str]) -> str:
-    """Return up to five ids in sorted order for an error message, with the count of the rest."""
-    ordered = sorted(ids)
+    """Return the first five ids, in order, for an error message, plus the count of the rest."""
+    ordered = list(ids)
     listed = ", ".join(repr(identifier) for identifier in ordered[:_IDS_SHOWN])
     if len(ordered) > _IDS_SHOWN:
         listed += f" and {len(ordered) - _IDS_SHOWN} more"
@@ -133,8 +133,10 @@ def check_prediction_ids(
                 f"keep one record per {what}"
             )
 
-    missing = set(reference_list) - set(prediction_list)
-    unexpected = set(prediction_list) - set(reference_list)
+    # Lists in file order, so that the first ids an error names are the first ones to look at.
+    prediction_set, reference_set = set(prediction_list), set(reference_list)
+    missing = [identifier for identifier in reference_list if identifier not in prediction_set]
+    unexpected = [identifier for identifier in prediction_list if identifier not in reference_set]
     if not missing and not unexpected:
         return
     problems = []

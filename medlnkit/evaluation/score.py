@@ -38,6 +38,7 @@ ACCURACY_RULE = (
     "medlnkit normalized exact match (case, punctuation, articles, whitespace); "
     "CLOSED yes/no questions also by the first whole word yes/no; global = correct / all"
 )
+LLAVA_MED_RULE = "OPEN questions scored by LLaVA-Med's token recall instead of exact match"
 
 
 def read_jsonl(path: Path | str, label: str) -> list[tuple[int, dict[str, Any]]]:
@@ -146,7 +147,8 @@ def read_vqa_references(path: Path | str) -> dict[str, dict[str, str]]:
         answer_type = parse_answer_type(
             _field(path, number, record, "answer_type", expected), f"{path}:{number}"
         )
-        rows.append((number, identifier, {"id": identifier, "answer": answer, "answer_type": answer_type}))
+        reference = {"id": identifier, "answer": answer, "answer_type": answer_type}
+        rows.append((number, identifier, reference))
     return _by_id(path, "references", rows)
 
 
@@ -227,11 +229,14 @@ def score_files(
     references_path: Path | str,
     *,
     allow_empty: bool = False,
+    open_metric: str = "exact",
+    use_stemmer: bool = False,
 ) -> dict[str, Any]:
     """Read both JSON Lines files, check that they match, and return the task's scores.
 
     ``task`` is ``"vqa"`` (closed, open and global accuracy) or ``"report"`` (ROUGE-L, METEOR,
-    BLEU, BERTScore, mean tokens). Raises MedlnkitError (DataError for file content) with the file,
+    BLEU, BERTScore, mean tokens). ``open_metric`` applies to vqa (see vqa_accuracy) and
+    ``use_stemmer`` to ROUGE-L. Raises MedlnkitError (DataError for file content) with the file,
     line or ids at fault.
     """
     if task not in TASKS:
@@ -239,7 +244,9 @@ def score_files(
     if task == "vqa":
         references = read_vqa_references(references_path)
         predictions = read_predictions(predictions_path)
-        result = vqa_accuracy(predictions, references.values(), allow_empty=allow_empty)
+        result = vqa_accuracy(
+            predictions, references.values(), open_metric=open_metric, allow_empty=allow_empty
+        )
         return {
             "task": "vqa",
             "closed_accuracy": result["closed_accuracy"],
@@ -250,11 +257,15 @@ def score_files(
             "n": result["n"],
             "closed_correct": result["closed_correct"],
             "open_correct": result["open_correct"],
-            "implementations": {"accuracy": ACCURACY_RULE},
+            "open_metric": result["open_metric"],
+            "implementations": {
+                "accuracy": ACCURACY_RULE
+                + ("; " + LLAVA_MED_RULE if open_metric == "llava_med_recall" else "")
+            },
         }
     references = read_report_references(references_path)
     predictions = read_predictions(predictions_path)
-    return score_reports(predictions, references, allow_empty=allow_empty)
+    return score_reports(predictions, references, allow_empty=allow_empty, use_stemmer=use_stemmer)
 
 
 def _format_value(key: str, value: Any) -> str:
