@@ -1,6 +1,6 @@
 """``medlnkit run``: execute the numbered notebooks with papermill into one run folder.
 
-The run folder holds ``config.yaml`` (the resolved profile and options), ``env.json`` (versions and
+The run folder contains ``config.yaml`` (the resolved profile and options), ``env.json`` (versions and
 machine), ``notebooks/`` (the executed notebooks), ``tables/`` and ``figures/``. Notebooks run in
 order; when one fails, the notebooks and tables already written stay, and the error names the
 executed notebook that shows the failing cell.

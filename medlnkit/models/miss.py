@@ -23,7 +23,7 @@ from medlnkit.models.blip_fixes import fix_cross_attention_masks
 
 logger = logging.getLogger(__name__)
 
-# Module groups of MISS and the attribute of BlipForQuestionAnswering that holds each one.
+# Module groups of MISS and the parameter-name prefix of each in BlipForQuestionAnswering.
 GROUP_PREFIXES = {"vit": "vision_model.", "jtm": "text_encoder.", "dec": "text_decoder."}
 
 # BLIP's tokenizer is BERT's uncased WordPiece vocabulary plus a decoder start token and an

@@ -31,7 +31,7 @@ class LoraSettings:
 
 @dataclass
 class TuningPlan:
-    """What :func:`apply_paradigm` did: the trainable names and the PEFT names per group."""
+    """Result of :func:`apply_paradigm`: the trainable parameter names and the PEFT names per group."""
 
     paradigm: Paradigm
     convention: str
@@ -77,16 +77,16 @@ def apply_paradigm(
     lora: LoraSettings | None = None,
     prefix: PrefixSettings | None = None,
 ) -> TuningPlan:
-    """Set which parameters train under ``paradigm``; add LoRA or prefix parameters where it asks.
+    """Set which parameters train under ``paradigm``, adding LoRA or prefix parameters where it names them.
 
     Returns the plan with the exact trainable names. A model can be tuned once: applying a paradigm
-    to a model that already holds LoRA or prefix parameters raises ``ValueError``.
+    to a model that already contains LoRA or prefix parameters raises ``ValueError``.
     """
     paradigm = parse_paradigm(paradigm, architecture)
     rules = get_rules(architecture)
     if any(is_added_parameter(n) for n, _ in model.named_parameters()):
         raise InvalidParadigmError(
-            "this model already holds LoRA or prefix parameters: build a fresh model for each paradigm"
+            "invalid model: it already contains LoRA or prefix parameters; build a fresh model for each paradigm"
         )
     lora_groups = [g for g, s in paradigm.items() if s == "LoRA"]
     if lora_groups:

@@ -99,7 +99,7 @@ class PrefixBlipTextSelfAttention(BlipTextSelfAttention):
         key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
         if cache is not None:
-            # The cache holds the real tokens only, so positions and cache length stay unchanged.
+            # The cache contains the real tokens only, so positions and cache length stay unchanged.
             self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
             key, value = self_cache.update(key, value, self.layer_idx, kwargs=kwargs)
 

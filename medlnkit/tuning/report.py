@@ -27,8 +27,8 @@ class ParameterReport:
     """Counts for a whole model under a paradigm.
 
     ``peft`` is the study's "PEFT Params": the parameters a method trains inside the groups it is
-    applied to (selected LN / Attn / FFN parameters, or added LoRA / Prefix parameters); it is 0
-    when the paradigm uses only T and F.
+    applied to. These are the selected LN / Attn / FFN parameters, or the added LoRA / Prefix
+    parameters. It is 0 when the paradigm uses only T and F.
     """
 
     architecture: str
@@ -63,8 +63,8 @@ def parameter_report(
 ) -> ParameterReport:
     """Count a model's parameters after :func:`medlnkit.tuning.apply_paradigm` set requires_grad.
 
-    ``peft_names`` are the names the method trains (from the tuning plan); when None they are
-    derived as the trainable parameters of the groups whose state is a method.
+    ``peft_names`` are the names the method trains, from the tuning plan. When it is None, every
+    trainable parameter of a group whose state is a method counts as PEFT.
     """
     rules = get_rules(paradigm.architecture)
     groups = {g: GroupCount(g, s) for g, s in paradigm.items()}

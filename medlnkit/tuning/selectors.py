@@ -1,4 +1,4 @@
-"""Which parameters are LayerNorm, Attention or FFN, per architecture and counting convention.
+"""Parameter selectors for LayerNorm, Attention and FFN, per architecture and counting convention.
 
 Every rule works on parameter names as ``model.named_parameters()`` returns them, plus the class of
 the module that owns each parameter (norm layers are found by class, not by name).
