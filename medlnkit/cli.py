@@ -87,6 +87,15 @@ def _add_score(subparsers) -> None:
     parser.add_argument("--predictions", required=True, type=Path, help='JSON Lines of {"id", "prediction"}')
     parser.add_argument("--references", required=True, type=Path, help="JSON Lines of references")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--allow-empty", action="store_true", help="score empty predictions as wrong instead of failing"
+    )
+    parser.add_argument(
+        "--open-metric",
+        default="exact",
+        help="vqa only: exact (normalised exact match) or llava_med_recall (LLaVA-Med's token recall)",
+    )
+    parser.add_argument("--stemmer", action="store_true", help="report only: ROUGE-L with Porter stemming")
 
 
 def _add_bench(subparsers) -> None:
@@ -143,7 +152,14 @@ def _command_data(args) -> int:
 def _command_score(args) -> int:
     from medlnkit.evaluation.score import format_scores, score_files
 
-    scores = score_files(args.task, args.predictions, args.references)
+    scores = score_files(
+        args.task,
+        args.predictions,
+        args.references,
+        allow_empty=args.allow_empty,
+        open_metric=args.open_metric,
+        use_stemmer=args.stemmer,
+    )
     print(json.dumps(scores, indent=2) if args.json else format_scores(scores))
     return 0
 
