@@ -1,0 +1,363 @@
+"""``medlnkit bench``: measure what LN-tuning saves against full fine-tuning, the other methods and peft.
+
+One run measures, each in a fresh worker process (see :mod:`medlnkit.benchmarks.isolation`):
+
+* one training step per method (full, LN, Attn, FFN, LoRA, Prefix, and peft's LN-tuning) on MISS:
+  median step time after warm-up, the peak RSS the steps add to the loaded model, the exact bytes of
+  gradients and AdamW state, and the size of the checkpoint of the trainable parameters;
+* the time to count parameters on the meta device (MISS and the 7B LLaVA-Med);
+* generation throughput, batched against one question at a time;
+* at size ``full``, the wall time of the smoke profile's notebook sequence; the cpu profile's time
+  is read from the newest ``runs/*-cpu`` folder, never run here (it takes much longer).
+
+Sizes: ``full`` (MISS-base at 480 px, the default), ``quick`` (MISS-base at 224 px, fewer repeats)
+and ``tiny`` (the smoke model, for tests; its figures mean nothing). Results are written as JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from medlnkit.benchmarks.counts import measure_count_time
+from medlnkit.benchmarks.generation import measure_miss_generation
+from medlnkit.benchmarks.isolation import WorkerError, run_isolated
+from medlnkit.benchmarks.machine import machine_record
+from medlnkit.benchmarks.runs import find_latest_run, read_run_timing, time_notebook_run
+from medlnkit.benchmarks.steps import measure_training_step
+from medlnkit.benchmarks.workloads import METHODS, MODEL_DESCRIPTIONS, Workload, workload_architecture
+from medlnkit.errors import MedlnkitError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    """How much a benchmark run measures; ``full`` is the one whose figures are reported."""
+
+    name: str
+    miss_model: str  # a workload model key (see medlnkit.benchmarks.workloads)
+    batch_size: int  # questions per training step
+    warmup_steps: int  # steps run before timing (AdamW allocates its state in the first)
+    timed_steps: int  # steps whose median time is reported
+    generation_profile: str  # the MISS profile whose model generates answers
+    generation_questions: int  # test questions of the embedded sample
+    generation_rounds: int  # alternating rounds of batched and one-at-a-time generation
+    count_repeats: int  # timed counts after the first
+    notebook_profiles: tuple[str, ...]  # profiles whose whole notebook sequence is run and timed
+
+
+SIZES = {
+    "full": BenchSize("full", "miss-base-480", 2, 1, 3, "cpu", 64, 2, 5, ("smoke",)),
+    "quick": BenchSize("quick", "miss-base-224", 2, 1, 2, "cpu", 32, 1, 3, ()),
+    "tiny": BenchSize("tiny", "miss-smoke", 2, 1, 1, "smoke", 8, 1, 1, ()),
+}
+
+# Counted on the meta device: the study's two architectures under an LN paradigm each.
+COUNTS = (("miss", "T,LN,T"), ("llava-med-v1", "F,F,LN,F"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure the kit promises, with the bound that it must meet."""
+
+    key: str  # a top-level field of the results
+    description: str
+    bound: float
+    at_most: bool  # True: value <= bound; False: value >= bound
+
+
+TARGETS = (
+    Target("ln_over_full_step_time", "LN-tuning step time at most 0.75 x full fine-tuning's", 0.75, True),
+    Target(
+        "ln_over_full_peak_memory",
+        "LN-tuning's training memory (peak RSS over the loaded model) at most 0.5 x full fine-tuning's",
+        0.5,
+        True,
+    ),
+    Target("ln_over_peft_ln_step_time", "the kit's LN-tuning step no slower than peft's", 1.0, True),
+    Target("ln_over_peft_ln_peak_memory", "the kit's LN-tuning training memory no larger than peft's", 1.0, True),
+    Target("ln_over_peft_ln_checkpoint_size", "the kit's LN checkpoint no larger than peft's", 1.0, True),
+    Target("batched_over_sequential_generation", "batched generation at least 3 x one question at a time", 3.0, False),
+)
+
+
+def get_size(name: str) -> BenchSize:
+    """Return the settings of a benchmark size, raising MedlnkitError for an unknown name."""
+    if name not in SIZES:
+        raise MedlnkitError(f"unknown benchmark size {name!r}: expected one of {', '.join(SIZES)}")
+    return SIZES[name]
+
+
+def default_results_path(size: str, today: dt.date | None = None) -> Path:
+    """Return ``bench/results/bench-<date>.json`` (``bench-<date>-<size>.json`` for other sizes)."""
+    stamp = (today or dt.date.today()).isoformat()
+    suffix = "" if size == "full" else f"-{size}"
+    return Path("bench") / "results" / f"bench-{stamp}{suffix}.json"
+
+
+def _command_line(quick: bool, size: str) -> str:
+    argv = sys.argv
+    if argv and Path(argv[0]).name in ("medlnkit", "__main__.py") and "bench" in argv[1:]:
+        return "medlnkit " + " ".join(argv[1:])
+    return f"medlnkit.bench.run_bench(quick={quick}, size={size!r}) called from {Path(argv[0]).name if argv else 'Python'}"
+
+
+def _attempt(label: str, function, *args) -> dict:
+    """Run one measurement in its own worker; return its result, or ``{"error": ...}`` when it fails."""
+    logger.info("measuring %s", label)
+    started = time.perf_counter()
+    try:
+        result = run_isolated(function, *args)
+    except WorkerError as error:
+        logger.error("%s failed: %s", label, error)
+        return {"error": str(error)}
+    logger.info("measured %s in %.0f s", label, time.perf_counter() - started)
+    return result
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator in (None, 0):
+        return None
+    return numerator / denominator
+
+
+def _field(record: dict | None, key: str) -> float | None:
+    return None if record is None or "error" in record else record.get(key)
+
+
+def step_ratios(methods: dict[str, dict]) -> dict[str, dict]:
+    """Return each method's step time, training memory and peak RSS as fractions of full fine-tuning's."""
+    full = methods.get("full")
+    ratios = {}
+    for key, record in methods.items():
+        ratios[key] = {
+            "step_time_over_full": _ratio(_field(record, "step_seconds_median"), _field(full, "step_seconds_median")),
+            "step_cpu_time_over_full": _ratio(
+                _field(record, "step_cpu_seconds_median"), _field(full, "step_cpu_seconds_median")
+            ),
+            "peak_memory_over_full": _ratio(_field(record, "peak_increase_mb"), _field(full, "peak_increase_mb")),
+            "peak_rss_over_full": _ratio(_field(record, "peak_rss_mb"), _field(full, "peak_rss_mb")),
+            "checkpoint_over_full": _ratio(_field(record, "checkpoint_bytes"), _field(full, "checkpoint_bytes")),
+        }
+    return ratios
+
+
+def measure_steps(model: str, size: BenchSize) -> dict:
+    """Measure every method of the model's architecture, each in a fresh worker."""
+    architecture = workload_architecture(model)
+    workload = Workload(model, size.batch_size)
+    methods = {}
+    for method in METHODS[architecture]:
+        methods[method.key] = _attempt(
+            f"{model} {method.key} ({method.paradigm}, {method.implementation})",
+            measure_training_step, workload, method, size.warmup_steps, size.timed_steps,
+        )  # fmt: skip
+    return {
+        "model": MODEL_DESCRIPTIONS[model],
+        "model_key": model,
+        "batch_size": size.batch_size,
+        "warmup_steps": size.warmup_steps,
+        "timed_steps": size.timed_steps,
+        "methods": methods,
+        "ratios": step_ratios(methods),
+    }
+
+
+def measure_notebook_runs(size: BenchSize) -> dict:
+    """Time the notebook sequence of the size's profiles, and read the cpu profile's from runs/."""
+    runs = {}
+    for profile in size.notebook_profiles:
+        with tempfile.TemporaryDirectory(prefix=f"medlnkit-bench-run-{profile}-") as folder:
+            try:
+                runs[profile] = time_notebook_run(profile, Path(folder) / "run")
+            except MedlnkitError as error:
+                logger.error("timing the %s notebook run failed: %s", profile, error)
+                runs[profile] = {"error": str(error)}
+    if "smoke" not in runs:
+        runs["smoke"] = {"skipped": f"the smoke notebook run is timed at size full only (this run: {size.name})"}
+    latest = find_latest_run("cpu")
+    if latest is None:
+        runs["cpu"] = {
+            "skipped": "no runs/*-cpu folder with executed notebooks: `medlnkit run --profile cpu` "
+            "writes one, and the next bench reads its times"
+        }
+    else:
+        runs["cpu"] = read_run_timing(latest)
+    runs["paper"] = {"skipped": "the paper profile needs a GPU, the study's weights and the datasets"}
+    return runs
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """Return each target with its value and whether it is met (None when it was not measured)."""
+    evaluated = []
+    for target in TARGETS:
+        value = results.get(target.key)
+        if value is None:
+            met = None
+        elif target.at_most:
+            met = value <= target.bound
+        else:
+            met = value >= target.bound
+        evaluated.append(
+            {
+                "key": target.key,
+                "description": target.description,
+                "bound": target.bound,
+                "comparison": "<=" if target.at_most else ">=",
+                "value": value,
+                "met": met,
+            }
+        )
+    return evaluated
+
+
+def _headline(results: dict) -> None:
+    """Copy the headline ratios of MISS to the top level of ``results``."""
+    methods = results["training_steps"]["miss"]["methods"]
+    ln, full, peft = methods.get("LN"), methods.get("full"), methods.get("peft-LN")
+    generation = results["generation"]["miss"]
+    results.update(
+        ln_over_full_step_time=_ratio(_field(ln, "step_seconds_median"), _field(full, "step_seconds_median")),
+        ln_over_full_step_cpu_time=_ratio(
+            _field(ln, "step_cpu_seconds_median"), _field(full, "step_cpu_seconds_median")
+        ),
+        ln_over_full_peak_memory=_ratio(_field(ln, "peak_increase_mb"), _field(full, "peak_increase_mb")),
+        ln_over_full_peak_rss=_ratio(_field(ln, "peak_rss_mb"), _field(full, "peak_rss_mb")),
+        ln_over_peft_ln_step_time=_ratio(_field(ln, "step_seconds_median"), _field(peft, "step_seconds_median")),
+        ln_over_peft_ln_peak_memory=_ratio(_field(ln, "peak_increase_mb"), _field(peft, "peak_increase_mb")),
+        ln_over_peft_ln_checkpoint_size=_ratio(_field(ln, "checkpoint_bytes"), _field(peft, "checkpoint_bytes")),
+        batched_over_sequential_generation=_field(generation, "batched_over_sequential"),
+    )
+
+
+def run_bench(quick: bool = False, out: Path | None = None, size: str | None = None) -> dict:
+    """Run the benchmark, write its results as JSON to ``out`` and return them.
+
+    ``size`` is ``full``, ``quick`` or ``tiny``; when None, ``quick`` selects it. ``out`` defaults
+    to :func:`default_results_path`. A measurement that fails is recorded as ``{"error": ...}`` and
+    the run goes on; the ratios that need it are then None.
+    """
+    settings = get_size(size or ("quick" if quick else "full"))
+    started = time.perf_counter()
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": _command_line(quick, settings.name),
+        "size": settings.name,
+        "settings": asdict(settings),
+        "machine": machine_record(),
+        "model": MODEL_DESCRIPTIONS[settings.miss_model],
+    }
+    results["training_steps"] = {"miss": measure_steps(settings.miss_model, settings)}
+    results["generation"] = {
+        "miss": _attempt(
+            f"MISS {settings.generation_profile} generation",
+            measure_miss_generation,
+            settings.generation_profile, settings.generation_questions,
+            _generation_batch_size(settings.generation_profile), settings.generation_rounds,
+        )  # fmt: skip
+    }
+    results["counting"] = [
+        _attempt(f"counting {model} {paradigm}", measure_count_time, model, paradigm, settings.count_repeats)
+        for model, paradigm in COUNTS
+    ]
+    results["notebook_runs"] = measure_notebook_runs(settings)
+    _headline(results)
+    results["targets"] = evaluate_targets(results)
+    results["machine"]["load_average_at_end"] = _load_average()
+    results["seconds"] = time.perf_counter() - started
+
+    path = Path(out) if out is not None else default_results_path(settings.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    logger.info("wrote %s", path)
+    return results
+
+
+def _generation_batch_size(profile: str) -> int:
+    from medlnkit.profiles import get_profile
+
+    return get_profile(profile).miss_train.eval_batch_size
+
+
+def _load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_bench(results: dict) -> str:
+    """Render benchmark results as tables for a terminal."""
+    machine = results["machine"]
+    lines = [
+        f"medlnkit bench ({results['size']}), {results['created']}",
+        f"machine: {machine['cpu_model']}, {machine['usable_cores']} cores, {_number(machine['memory_gib'], 1)} GiB, "
+        f"torch {machine['torch']} ({machine['torch_threads']} threads), load at start "
+        f"{', '.join(_number(v) for v in machine['load_average_1_5_15'] or [])}",
+        f"command: {results['command']}",
+    ]
+    for name, section in results["training_steps"].items():
+        lines += ["", f"training step, {section['model']}, batch {section['batch_size']}, "
+                  f"median of {section['timed_steps']} after {section['warmup_steps']} warm-up"]  # fmt: skip
+        lines.append(
+            f"{'method':<15}{'paradigm':<17}{'trainable':>13}{'step s':>9}{'x full':>8}"
+            f"{'memory MB':>11}{'x full':>8}{'state MB':>10}{'ckpt MB':>10}"
+        )
+        for key, record in section["methods"].items():
+            if "error" in record or "skipped" in record:
+                lines.append(f"{key:<15}{record.get('error') or record.get('skipped')}")
+                continue
+            ratio = section["ratios"][key]
+            lines.append(
+                f"{key:<15}{record['paradigm']:<17}{record['trainable_parameters']:>13,}"
+                f"{record['step_seconds_median']:>9.2f}{_number(ratio['step_time_over_full']):>8}"
+                f"{record['peak_increase_mb']:>11.0f}{_number(ratio['peak_memory_over_full']):>8}"
+                f"{record['training_state_mb']:>10.1f}{record['checkpoint_bytes'] / 2**20:>10.2f}"
+            )
+    lines.append("")
+    for name, record in results["generation"].items():
+        if "error" in record or "skipped" in record:
+            lines.append(f"generation {name}: {record.get('error') or record.get('skipped')}")
+            continue
+        lines.append(
+            f"generation {name}: {record['questions']} questions, batched (batch {record['batch_size']}) "
+            f"{record['batched_questions_per_second']:.2f}/s, one at a time "
+            f"{record['sequential_questions_per_second']:.2f}/s, ratio {record['batched_over_sequential']:.1f}; "
+            f"{record['answers_identical']}/{record['questions']} answers identical"
+        )
+    for record in results["counting"]:
+        if "error" in record:
+            lines.append(f"counting: {record['error']}")
+            continue
+        lines.append(
+            f"counting {record['model']} {record['paradigm']}: {record['total_parameters']:,} parameters, "
+            f"first {record['first_seconds']:.2f} s, then {record['median_seconds']:.2f} s"
+        )
+    for profile, record in results["notebook_runs"].items():
+        if "notebooks_seconds" in record:
+            wall = f", wall {record['wall_seconds']:.0f} s" if "wall_seconds" in record else ""
+            where = "" if "wall_seconds" in record else f" (read from {record['run_dir']})"
+            lines.append(f"notebook run {profile}: notebooks {record['notebooks_seconds']:.0f} s{wall}{where}")
+        else:
+            lines.append(f"notebook run {profile}: {record.get('error') or record.get('skipped')}")
+    lines += ["", "targets:"]
+    for target in results["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        lines.append(
+            f"  {verdict:<13}{target['description']}: {_number(target['value'], 3)} "
+            f"{target['comparison']} {target['bound']}"
+        )
+    return "\n".join(lines)
+

@@ -1,0 +1,93 @@
+"""Wall time of the whole notebook sequence (``medlnkit run``) per profile.
+
+Papermill stores each executed notebook's duration in its metadata (``metadata.papermill.duration``),
+so the time of an earlier run is read from its run folder, and a new run is timed around the command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from medlnkit.errors import MedlnkitError
+
+logger = logging.getLogger(__name__)
+
+# The folder that contains the medlnkit package: the repository root in a source checkout.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def notebook_durations(run_dir: Path) -> dict[str, float | None]:
+    """Return the papermill duration in seconds of each executed notebook in ``run_dir/notebooks``."""
+    durations = {}
+    for path in sorted((Path(run_dir) / "notebooks").glob("*.ipynb")):
+        metadata = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
+        durations[path.stem] = metadata.get("duration")
+    return durations
+
+
+def read_run_timing(run_dir: Path) -> dict:
+    """Return the profile, per-notebook durations and their sum for one run folder."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise MedlnkitError(
+            f"config.yaml not found in {run_dir}: pass a run folder that `medlnkit run` wrote"
+        )
+    config = yaml.safe_load(config_path.read_text()) or {}
+    durations = notebook_durations(run_dir)
+    planned = config.get("notebooks") or []
+    missing = [name for name in planned if durations.get(name) is None]
+    return {
+        "run_dir": str(run_dir),
+        "profile": (config.get("profile") or {}).get("name"),
+        "notebooks": durations,
+        "notebooks_seconds": sum(v for v in durations.values() if v is not None),
+        # A failed or interrupted run lacks some planned notebooks, and its sum is not a whole run.
+        "complete": bool(planned) and not missing,
+        "missing_notebooks": missing,
+        "source": "papermill duration in each executed notebook's metadata",
+    }
+
+
+def find_latest_run(profile: str, roots: list[Path] | None = None) -> Path | None:
+    """Return the newest ``<root>/runs/*-<profile>`` folder holding executed notebooks, or None."""
+    roots = roots or [Path.cwd(), SOURCE_ROOT]
+    candidates = set()
+    for root in roots:
+        for folder in (Path(root) / "runs").glob(f"*-{profile}"):
+            if (folder / "config.yaml").is_file() and any((folder / "notebooks").glob("*.ipynb")):
+                candidates.add(folder.resolve())
+    if not candidates:
+        return None
+    return max(candidates, key=lambda folder: (folder / "config.yaml").stat().st_mtime)
+
+
+def time_notebook_run(profile: str, out_dir: Path) -> dict:
+    """Run ``medlnkit run --profile PROFILE --quiet`` into ``out_dir`` and return its timing.
+
+    ``wall_seconds`` covers the whole command (start-up, every kernel, writing the run folder).
+    """
+    command = [sys.executable, "-m", "medlnkit", "run", "--profile", profile, "--out", str(out_dir), "--quiet"]
+    environment = dict(os.environ)
+    # The child imports the same medlnkit as this process, also when it runs from a source tree.
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), environment.get("PYTHONPATH")]))
+    logger.info("timing `medlnkit run --profile %s` into %s", profile, out_dir)
+    started = time.perf_counter()
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if completed.returncode != 0:
+        last = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MedlnkitError(
+            f"`medlnkit run --profile {profile}` failed with exit status {completed.returncode}: {last}"
+        )
+    timing = read_run_timing(out_dir)
+    timing.update(wall_seconds=wall, command=" ".join(["medlnkit", *command[3:]]))
+    return timing

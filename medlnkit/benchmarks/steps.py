@@ -1,0 +1,124 @@
+"""Time one training step and measure its memory and checkpoint, for one method in one process.
+
+A step is what :func:`medlnkit.training.train_model` does per batch: forward with the loss,
+``zero_grad(set_to_none=True)``, backward, and an AdamW step over the trainable parameters only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from medlnkit.benchmarks.isolation import (
+    current_rss_bytes,
+    peak_rss_bytes,
+    release_free_memory,
+    reset_peak_rss,
+)
+from medlnkit.benchmarks.workloads import Method, Workload, apply_method, build_workload
+
+logger = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def training_state_bytes(parameters: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> int:
+    """Return the bytes of the gradients and the optimizer state (AdamW: two moments per weight)."""
+    gradients = _tensor_bytes(p.grad for p in parameters if p.grad is not None)
+    state = sum(_tensor_bytes(values.values()) for values in optimizer.state.values())
+    return gradients + state
+
+
+def save_trainable(module: torch.nn.Module, method: Method, folder: Path) -> int:
+    """Save a method's checkpoint and return its size on disk in bytes.
+
+    The kit saves the trainable parameters with safetensors; peft saves its adapter with
+    ``save_pretrained`` (also safetensors). Tied parameters are stored once.
+    """
+    from safetensors.torch import save_file
+
+    if method.implementation == "peft":
+        module.save_pretrained(str(folder))
+    else:
+        tensors = {
+            name: parameter.detach().contiguous()
+            for name, parameter in module.named_parameters()
+            if parameter.requires_grad
+        }
+        save_file(tensors, str(folder / "trainable.safetensors"))
+    return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+
+
+def measure_training_step(workload: Workload, method: Method, warmup: int, repeats: int) -> dict:
+    """Run ``warmup + repeats`` training steps of ``method`` and return times, memory and checkpoint size.
+
+    Memory is the process's peak RSS during the steps minus its RSS just before them, i.e. what
+    training adds to the loaded model and batch: activations kept for backward, gradients and
+    AdamW state. The first steps are warm-up (AdamW allocates its state there) and are excluded
+    from the time but not from the peak.
+    """
+    network, batch, architecture = build_workload(workload)
+    module = apply_method(network, architecture, method)
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(f"method {method.key} ({method.paradigm}) left no parameter trainable")
+    optimizer = torch.optim.AdamW(parameters, lr=1e-5, weight_decay=0.05)
+    module.train()
+
+    release_free_memory()
+    rss_before = current_rss_bytes()
+    peak_was_reset = reset_peak_rss()
+    seconds, cpu_seconds = [], []
+    for _ in range(warmup + repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        loss = module(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - started)
+        cpu_seconds.append(time.process_time() - cpu_started)
+    peak = peak_rss_bytes()
+    final_loss = loss.item()
+    if not math.isfinite(final_loss):
+        raise ValueError(f"method {method.key}: the loss became {final_loss}")
+
+    state_bytes = training_state_bytes(parameters, optimizer)
+    del optimizer
+    with tempfile.TemporaryDirectory(prefix="medlnkit-bench-") as folder:
+        checkpoint_bytes = save_trainable(module, method, Path(folder))
+
+    timed = seconds[warmup:]
+    unique = {id(p): p for p in network.parameters()}
+    return {
+        "method": method.key,
+        "paradigm": method.paradigm,
+        "implementation": method.implementation,
+        "note": method.note,
+        "trainable_parameters": sum(p.numel() for p in parameters),
+        "model_parameters": sum(p.numel() for p in unique.values()),
+        "step_seconds_median": statistics.median(timed),
+        "step_seconds": timed,
+        # (max - min) / median of the timed steps: a rough measure of the timing noise.
+        "step_seconds_spread": (max(timed) - min(timed)) / statistics.median(timed),
+        "warmup_seconds": seconds[:warmup],
+        # CPU time of all threads: less sensitive than wall time to other processes on the cores.
+        "step_cpu_seconds_median": statistics.median(cpu_seconds[warmup:]),
+        "rss_before_mb": rss_before / MB,
+        "peak_rss_mb": peak / MB,
+        "peak_increase_mb": (peak - rss_before) / MB,
+        "peak_measure": "VmHWM reset before the first step" if peak_was_reset else "ru_maxrss since start",
+        "training_state_mb": state_bytes / MB,
+        "checkpoint_bytes": checkpoint_bytes,
+        "final_loss": final_loss,
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,206 @@
+"""``medlnkit bench`` at size tiny: every field is written; helpers read runs and judge targets.
+
+Timing figures are never asserted here: they depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from medlnkit.bench import (
+    SIZES,
+    TARGETS,
+    default_results_path,
+    evaluate_targets,
+    format_bench,
+    get_size,
+    run_bench,
+)
+from medlnkit.benchmarks.isolation import WorkerError, run_isolated
+from medlnkit.benchmarks.runs import find_latest_run, read_run_timing
+from medlnkit.benchmarks.workloads import MISS_METHODS
+from medlnkit.errors import MedlnkitError
+
+HEADLINE = (
+    "ln_over_full_step_time",
+    "ln_over_full_peak_memory",
+    "ln_over_full_peak_rss",
+    "ln_over_peft_ln_step_time",
+    "ln_over_peft_ln_peak_memory",
+    "ln_over_peft_ln_checkpoint_size",
+    "batched_over_sequential_generation",
+)
+
+STEP_FIELDS = (
+    "step_seconds_median",
+    "step_seconds_spread",
+    "rss_before_mb",
+    "peak_rss_mb",
+    "peak_increase_mb",
+    "training_state_mb",
+    "final_loss",
+)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    results = run_bench(size="tiny", out=out)
+    return results, out
+
+
+def test_tiny_run_writes_its_results(tiny_results):
+    results, out = tiny_results
+    assert out.is_file()
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+
+
+def test_tiny_run_headline_ratios(tiny_results):
+    results, _ = tiny_results
+    for key in HEADLINE:
+        assert _is_number(results[key]), f"{key} = {results[key]!r}"
+        assert results[key] > 0, key
+
+
+def test_tiny_run_machine_and_model(tiny_results):
+    results, _ = tiny_results
+    machine = results["machine"]
+    assert machine["usable_cores"] >= 1
+    assert machine["torch"]
+    assert machine["cpu_model"]
+    assert "MISS smoke" in results["model"]
+    assert results["size"] == "tiny"
+    assert "run_bench" in results["command"]
+
+
+def test_tiny_run_measures_every_method(tiny_results):
+    results, _ = tiny_results
+    section = results["training_steps"]["miss"]
+    assert list(section["methods"]) == [m.key for m in MISS_METHODS]
+    for key, record in section["methods"].items():
+        assert "error" not in record, f"{key}: {record.get('error')}"
+        for field in STEP_FIELDS:
+            assert _is_number(record[field]), f"{key}.{field} = {record[field]!r}"
+        assert len(record["step_seconds"]) == SIZES["tiny"].timed_steps
+        assert record["checkpoint_bytes"] > 0, key
+        assert 0 < record["trainable_parameters"] <= record["model_parameters"], key
+        assert _is_number(section["ratios"][key]["step_time_over_full"]), key
+
+
+def test_tiny_run_trains_what_each_method_selects(tiny_results):
+    methods = tiny_results[0]["training_steps"]["miss"]["methods"]
+    full = methods["full"]
+    assert full["trainable_parameters"] == full["model_parameters"]
+    # peft's LN-tuning targets the kit's own norm modules, so both train the same count.
+    assert methods["peft-LN"]["trainable_parameters"] == methods["LN"]["trainable_parameters"]
+    assert methods["LN-frozen-vit"]["trainable_parameters"] < methods["LN"]["trainable_parameters"]
+    # Frozen weights carry no gradient and no AdamW state: that state is exact, unlike RSS.
+    assert methods["LN"]["training_state_mb"] < full["training_state_mb"] / 100
+    assert methods["LN"]["checkpoint_bytes"] < full["checkpoint_bytes"] / 100
+
+
+def test_tiny_run_generation_and_counting(tiny_results):
+    results, _ = tiny_results
+    generation = results["generation"]["miss"]
+    assert generation["questions"] == SIZES["tiny"].generation_questions
+    assert _is_number(generation["batched_questions_per_second"])
+    assert _is_number(generation["sequential_questions_per_second"])
+    # Batched generation masks question padding, so it must give the one-at-a-time answers.
+    assert generation["answers_identical"] == generation["questions"]
+    counts = {record["model"]: record for record in results["counting"]}
+    assert counts["llava-med-v1"]["total_parameters"] == 7_045_826_560
+    assert _is_number(counts["miss"]["first_seconds"])
+
+
+def test_tiny_run_skips_notebook_runs_with_reasons(tiny_results):
+    runs = tiny_results[0]["notebook_runs"]
+    assert "size full only" in runs["smoke"]["skipped"]
+    assert "GPU" in runs["paper"]["skipped"]
+    assert "skipped" in runs["cpu"] or "notebooks_seconds" in runs["cpu"]
+
+
+def test_tiny_run_judges_every_target(tiny_results):
+    targets = tiny_results[0]["targets"]
+    assert [t["key"] for t in targets] == [t.key for t in TARGETS]
+    for target in targets:
+        assert isinstance(target["met"], bool), target["key"]
+
+
+def test_format_bench_lists_methods_and_targets(tiny_results):
+    text = format_bench(tiny_results[0])
+    for method in MISS_METHODS:
+        assert f"\n{method.key} " in text
+    assert "targets:" in text
+    assert "batched generation" in text
+
+
+def test_unknown_size():
+    with pytest.raises(MedlnkitError, match="unknown benchmark size 'huge'"):
+        get_size("huge")
+
+
+def test_default_results_path_names_size():
+    import datetime as dt
+
+    day = dt.date(2026, 1, 2)
+    assert str(default_results_path("full", day)) == "bench/results/bench-2026-01-02.json"
+    assert str(default_results_path("quick", day)) == "bench/results/bench-2026-01-02-quick.json"
+
+
+def test_evaluate_targets_bounds():
+    results = {t.key: t.bound for t in TARGETS}
+    results["ln_over_full_step_time"] = 0.9
+    results["batched_over_sequential_generation"] = None
+    verdicts = {t["key"]: t["met"] for t in evaluate_targets(results)}
+    assert verdicts["ln_over_full_step_time"] is False
+    assert verdicts["batched_over_sequential_generation"] is None
+    assert verdicts["ln_over_peft_ln_step_time"] is True
+
+
+def _fail_in_worker() -> dict:
+    raise ValueError("broken on purpose")
+
+
+def test_worker_error_carries_the_message():
+    with pytest.raises(WorkerError, match="ValueError: broken on purpose"):
+        run_isolated(_fail_in_worker)
+
+
+def _write_run(folder, notebooks: dict, planned: list[str]) -> None:
+    import yaml
+
+    (folder / "notebooks").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"profile": {"name": "cpu"}, "notebooks": planned}))
+    for name, duration in notebooks.items():
+        notebook = {"cells": [], "metadata": {"papermill": {"duration": duration}}, "nbformat": 4, "nbformat_minor": 5}
+        (folder / "notebooks" / f"{name}.ipynb").write_text(json.dumps(notebook))
+
+
+def test_read_run_timing_sums_notebooks(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"00_tour": 12.5, "01_count": 30.0}, ["00_tour", "01_count"])
+    timing = read_run_timing(run)
+    assert timing["profile"] == "cpu"
+    assert timing["notebooks_seconds"] == pytest.approx(42.5)
+    assert timing["complete"] is True
+    assert find_latest_run("cpu", roots=[tmp_path]) == run.resolve()
+
+
+def test_read_run_timing_flags_missing_notebooks(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"00_tour": 12.5}, ["00_tour", "01_count"])
+    timing = read_run_timing(run)
+    assert timing["complete"] is False
+    assert timing["missing_notebooks"] == ["01_count"]
+
+
+def test_read_run_timing_rejects_other_folders(tmp_path):
+    with pytest.raises(MedlnkitError, match="config.yaml not found"):
+        read_run_timing(tmp_path)
