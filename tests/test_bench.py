@@ -17,11 +17,12 @@ from medlnkit.bench import (
     evaluate_targets,
     format_bench,
     get_size,
+    llava_unavailable,
     run_bench,
 )
 from medlnkit.benchmarks.isolation import WorkerError, run_isolated
 from medlnkit.benchmarks.runs import find_latest_run, read_run_timing
-from medlnkit.benchmarks.workloads import MISS_METHODS
+from medlnkit.benchmarks.workloads import LLAVA_METHODS, MISS_METHODS
 from medlnkit.errors import MedlnkitError
 
 HEADLINE = (
@@ -43,6 +44,14 @@ STEP_FIELDS = (
     "training_state_mb",
     "final_loss",
 )
+
+
+MODELS = ("miss", "llava")
+
+
+def _require(model: str) -> None:
+    if model == "llava" and llava_unavailable():
+        pytest.skip(f"LLaVA is not benchmarked here: {llava_unavailable()}")
 
 
 def _is_number(value) -> bool:
@@ -80,40 +89,67 @@ def test_tiny_run_machine_and_model(tiny_results):
     assert "run_bench" in results["command"]
 
 
-def test_tiny_run_measures_every_method(tiny_results):
-    results, _ = tiny_results
-    section = results["training_steps"]["miss"]
-    assert list(section["methods"]) == [m.key for m in MISS_METHODS]
+@pytest.mark.parametrize("model, methods", [("miss", MISS_METHODS), ("llava", LLAVA_METHODS)])
+def test_tiny_run_measures_every_method(tiny_results, model, methods):
+    _require(model)
+    section = tiny_results[0]["training_steps"][model]
+    assert list(section["methods"]) == [m.key for m in methods]
+    timed_steps = getattr(SIZES["tiny"], model).timed_steps
     for key, record in section["methods"].items():
         assert "error" not in record, f"{key}: {record.get('error')}"
         for field in STEP_FIELDS:
             assert _is_number(record[field]), f"{key}.{field} = {record[field]!r}"
-        assert len(record["step_seconds"]) == SIZES["tiny"].timed_steps
+        assert len(record["step_seconds"]) == timed_steps
         assert record["checkpoint_bytes"] > 0, key
         assert 0 < record["trainable_parameters"] <= record["model_parameters"], key
         assert _is_number(section["ratios"][key]["step_time_over_full"]), key
 
 
-def test_tiny_run_trains_what_each_method_selects(tiny_results):
-    methods = tiny_results[0]["training_steps"]["miss"]["methods"]
+@pytest.mark.parametrize("model, frozen_vision", [("miss", "LN-frozen-vit"), ("llava", "LN-frozen-vision")])
+def test_tiny_run_trains_what_each_method_selects(tiny_results, model, frozen_vision):
+    _require(model)
+    methods = tiny_results[0]["training_steps"][model]["methods"]
     full = methods["full"]
     assert full["trainable_parameters"] == full["model_parameters"]
     # peft's LN-tuning targets the kit's own norm modules, so both train the same count.
     assert methods["peft-LN"]["trainable_parameters"] == methods["LN"]["trainable_parameters"]
-    assert methods["LN-frozen-vit"]["trainable_parameters"] < methods["LN"]["trainable_parameters"]
-    # Frozen weights carry no gradient and no AdamW state: that state is exact, unlike RSS.
+    assert methods[frozen_vision]["trainable_parameters"] < methods["LN"]["trainable_parameters"]
+    # Frozen weights carry no gradient and no AdamW state. That state is counted exactly, unlike RSS.
     assert methods["LN"]["training_state_mb"] < full["training_state_mb"] / 100
     assert methods["LN"]["checkpoint_bytes"] < full["checkpoint_bytes"] / 100
 
 
-def test_tiny_run_generation_and_counting(tiny_results):
+@pytest.mark.parametrize("model", MODELS)
+def test_tiny_run_summarizes_each_model(tiny_results, model):
+    _require(model)
     results, _ = tiny_results
-    generation = results["generation"]["miss"]
+    for key in HEADLINE:
+        assert _is_number(results["summary"][model][key]), f"{model}.{key}"
+
+
+def test_tiny_run_headline_is_miss(tiny_results):
+    results, _ = tiny_results
+    assert results["ln_over_full_step_time"] == results["summary"]["miss"]["ln_over_full_step_time"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tiny_run_generation(tiny_results, model):
+    _require(model)
+    generation = tiny_results[0]["generation"][model]
+    assert "error" not in generation, generation.get("error")
     assert generation["questions"] == SIZES["tiny"].generation_questions
     assert _is_number(generation["batched_questions_per_second"])
     assert _is_number(generation["sequential_questions_per_second"])
-    # Batched generation masks question padding, so it must give the one-at-a-time answers.
+
+
+def test_tiny_run_miss_batched_answers_match(tiny_results):
+    generation = tiny_results[0]["generation"]["miss"]
+    # MISS's batched generation masks question padding, so it must give the one-at-a-time answers.
     assert generation["answers_identical"] == generation["questions"]
+
+
+def test_tiny_run_counting(tiny_results):
+    results, _ = tiny_results
     counts = {record["model"]: record for record in results["counting"]}
     assert counts["llava-med-v1"]["total_parameters"] == 7_045_826_560
     assert _is_number(counts["miss"]["first_seconds"])
@@ -128,14 +164,17 @@ def test_tiny_run_skips_notebook_runs_with_reasons(tiny_results):
 
 def test_tiny_run_judges_every_target(tiny_results):
     targets = tiny_results[0]["targets"]
-    assert [t["key"] for t in targets] == [t.key for t in TARGETS]
+    assert [(t["model"], t["key"]) for t in targets] == [(m, t.key) for m in ("miss", "llava") for t in TARGETS]
     for target in targets:
+        if target["model"] == "llava" and llava_unavailable():
+            continue
         assert isinstance(target["met"], bool), target["key"]
 
 
 def test_format_bench_lists_methods_and_targets(tiny_results):
     text = format_bench(tiny_results[0])
-    for method in MISS_METHODS:
+    methods = MISS_METHODS if llava_unavailable() else (*MISS_METHODS, *LLAVA_METHODS)
+    for method in methods:
         assert f"\n{method.key} " in text
     assert "targets:" in text
     assert "batched generation" in text
@@ -155,10 +194,10 @@ def test_default_results_path_names_size():
 
 
 def test_evaluate_targets_bounds():
-    results = {t.key: t.bound for t in TARGETS}
-    results["ln_over_full_step_time"] = 0.9
-    results["batched_over_sequential_generation"] = None
-    verdicts = {t["key"]: t["met"] for t in evaluate_targets(results)}
+    summary = {t.key: t.bound for t in TARGETS}
+    summary["ln_over_full_step_time"] = 0.9
+    summary["batched_over_sequential_generation"] = None
+    verdicts = {t["key"]: t["met"] for t in evaluate_targets(summary)}
     assert verdicts["ln_over_full_step_time"] is False
     assert verdicts["batched_over_sequential_generation"] is None
     assert verdicts["ln_over_peft_ln_step_time"] is True
@@ -204,3 +243,12 @@ def test_read_run_timing_flags_missing_notebooks(tmp_path):
 def test_read_run_timing_rejects_other_folders(tmp_path):
     with pytest.raises(MedlnkitError, match="config.yaml not found"):
         read_run_timing(tmp_path)
+
+
+def test_format_bench_shows_skipped_model(tiny_results):
+    results = json.loads(json.dumps(tiny_results[0]))
+    results["training_steps"]["llava"] = {"skipped": "no LLaVA builders"}
+    results["generation"]["llava"] = {"skipped": "no LLaVA builders"}
+    text = format_bench(results)
+    assert "training step, llava: not measured: no LLaVA builders" in text
+    assert "generation llava: no LLaVA builders" in text

@@ -32,6 +32,8 @@ PRELOAD_MODULES = [
     "peft",
     "safetensors.torch",
     "medlnkit.benchmarks.workloads",
+    # Skipped by the fork server when missing: the LLaVA part is then reported as not measured.
+    "medlnkit.models.llava",
 ]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -55,8 +57,12 @@ def _get_context() -> multiprocessing.context.BaseContext:
     return _context
 
 
-def _child(function: Callable[..., dict], args: tuple, connection) -> None:
+def _child(function: Callable[..., dict], args: tuple, threads: int | None, connection) -> None:
     try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         result = function(*args)
         connection.send(("ok", result))
     except BaseException as error:  # reported to the parent, which raises WorkerError
@@ -68,15 +74,18 @@ def _child(function: Callable[..., dict], args: tuple, connection) -> None:
         connection.close()
 
 
-def run_isolated(function: Callable[..., dict], *args) -> dict:
+def run_isolated(function: Callable[..., dict], *args, threads: int | None = None) -> dict:
     """Call ``function(*args)`` in a fresh worker process and return its result (a picklable dict).
+
+    ``threads`` sets torch's intra-op threads in the worker (None keeps torch's default, one per
+    physical core).
 
     Raises WorkerError with the worker's exception when it fails, and when the worker dies without
     an answer (for example killed by the kernel when memory runs out).
     """
     context = _get_context()
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(function, args, sender), daemon=True)
+    process = context.Process(target=_child, args=(function, args, threads, sender), daemon=True)
     process.start()
     sender.close()
     try:

@@ -40,9 +40,18 @@ MODEL_DESCRIPTIONS = {
     "miss-base-224": "MISS-base architecture at 224 px instead of 480 px (197 instead of 901 image "
     "tokens), random weights",
     "miss-smoke": "MISS smoke profile (2 layers, width 32, 64 px), random weights",
+    "llava-cpu": "LLaVA cpu profile: pretrained SmolLM2-135M-Instruct language model, random CLIP "
+    "vision tower (4 layers, width 256, 96 px) and connector",
+    "llava-smoke": "LLaVA smoke profile (tiny random LLaMA and CLIP), random weights",
 }
 
-ARCHITECTURES = {"miss-base-480": "miss", "miss-base-224": "miss", "miss-smoke": "miss"}
+ARCHITECTURES = {
+    "miss-base-480": "miss",
+    "miss-base-224": "miss",
+    "miss-smoke": "miss",
+    "llava-cpu": "llava",
+    "llava-smoke": "llava",
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,20 @@ MISS_METHODS = (
     Method("peft-LN", "LN,LN,LN", implementation="peft", note="peft LNTuningConfig on the kit's LN modules"),
 )
 
-METHODS = {"miss": MISS_METHODS}
+# LLaVA's connector and LM head support only T and F, so the methods freeze them. Prefix-tuning
+# exists for the language model only, hence the frozen vision tower of "Prefix" and its LN twin.
+LLAVA_METHODS = (
+    Method("full", "T,T,T,T"),
+    Method("LN", "LN,F,LN,F"),
+    Method("Attn", "Attn,F,Attn,F"),
+    Method("FFN", "FFN,F,FFN,F"),
+    Method("LoRA", "LoRA,F,LoRA,F"),
+    Method("Prefix", "F,F,Prefix,F", note="the vision tower has no Prefix variant and is frozen"),
+    Method("LN-frozen-vision", "F,F,LN,F", note="LN with Prefix's frozen vision tower"),
+    Method("peft-LN", "LN,F,LN,F", implementation="peft", note="peft LNTuningConfig on the kit's LN modules"),
+)
+
+METHODS = {"miss": MISS_METHODS, "llava": LLAVA_METHODS}
 
 
 def workload_architecture(model: str) -> str:
@@ -91,12 +113,26 @@ def _build_miss_model(model: str) -> tuple[BlipForQuestionAnswering, object, int
     return network, build_tokenizer(), image_size
 
 
+def _build_llava_workload(model: str, records: list, seed: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from medlnkit.models.llava import build_llava
+    from medlnkit.profiles import get_profile
+
+    profile = model.removeprefix("llava-")
+    bundle = build_llava(profile, seed=seed)
+    settings = get_profile(profile).llava_train
+    collator = bundle.collator(settings.max_question_tokens, settings.max_answer_tokens)
+    return bundle.model, collator(records)
+
+
 def build_workload(workload: Workload) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
-    """Build the workload's model with seeded random weights and its batch; return them and the architecture."""
+    """Build the workload's model (random parts seeded) and its batch; return them and the architecture."""
     architecture = workload_architecture(workload.model)
+    records = sample_records("train")[: workload.batch_size]
+    if architecture == "llava":
+        network, batch = _build_llava_workload(workload.model, records, workload.seed)
+        return network, batch, architecture
     torch.manual_seed(workload.seed)
     network, tokenizer, image_size = _build_miss_model(workload.model)
-    records = sample_records("train")[: workload.batch_size]
     collator = MissCollator(tokenizer, PixelCache(image_size, CLIP_MEAN, CLIP_STD))
     return network, collator(records), architecture
 
@@ -116,7 +152,14 @@ def ln_module_names(model: nn.Module, architecture: str, paradigm: str) -> list[
 def apply_method(model: nn.Module, architecture: str, method: Method) -> nn.Module:
     """Apply ``method`` to ``model`` and return the module to call (a peft wrapper for peft methods)."""
     if method.implementation == "kit":
-        apply_paradigm(model, method.paradigm, architecture)
+        if architecture == "llava":
+            # The LLaVA sweep's settings: the study's LoRA rank 4 on all seven LLaMA projections and
+            # 5 prefix tokens. Importing the module also installs the trainable Prefix variant.
+            from medlnkit.models.llava import LORA_SETTINGS, PREFIX_SETTINGS
+
+            apply_paradigm(model, method.paradigm, architecture, lora=LORA_SETTINGS, prefix=PREFIX_SETTINGS)
+        else:
+            apply_paradigm(model, method.paradigm, architecture)
         return model
     if method.implementation != "peft":
         raise MedlnkitError(f"unknown implementation {method.implementation!r}: expected kit or peft")
