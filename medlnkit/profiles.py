@@ -64,10 +64,11 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         description="MiniLM-initialised text towers, random vision encoder, short schedule on a CPU",
         miss_model="cpu",
-        # A larger learning rate than the study's 2e-5 because the schedule is about 40 times
-        # shorter; with 2e-5 nothing visible is learned in a few epochs.
+        # The schedule is about 40 times shorter than the study's, so the learning rate is 15 times
+        # larger than its 2e-5. Measured on the embedded sample (3 epochs of 192 pairs): 1e-4 left
+        # T,T,T answering "mri" to every question (18% global), 3e-4 reached 70%.
         miss_train=TrainSettings(
-            epochs=3, batch_size=16, learning_rate=1e-4, weight_decay=0.05,
+            epochs=3, batch_size=16, learning_rate=3e-4, weight_decay=0.05,
             max_train_examples=192, max_eval_examples=None, eval_batch_size=32, max_answer_tokens=8,
         ),  # fmt: skip
         llava_model="cpu",
