@@ -54,6 +54,8 @@ COLUMN_ALIASES = {
     "global_acc": "global_acc_pct",
     "trainable_pct": "trainable_params_pct",
     "peft_pct": "peft_params_pct",
+    "bertscore_recall": "bertscore_recall_pct",
+    "mean_answer_tokens": "mean_tokens",
 }
 
 COMPARE_COLUMNS = ["paradigm", "column", "header", "unit", "published", "kit", "kit_minus_published"]
@@ -166,6 +168,8 @@ def plot_comparison(compare: pd.DataFrame, number: int):
         part = shown[shown["column"] == column].set_index("paradigm").reindex(paradigms)
         ax.bar([x - 0.2 for x in positions], part["published"], width=0.4, label="published", color="0.6")
         ax.bar([x + 0.2 for x in positions], part["kit"], width=0.4, label="this run", color="tab:blue")
+        # A marker on every value this run has, so that a zero stays distinguishable from a paradigm not run.
+        ax.scatter([x + 0.2 for x in positions], part["kit"], s=8, color="tab:blue", zorder=3)
         unit = part["unit"].dropna().iloc[0]
         ax.set_title(part["header"].dropna().iloc[0], fontsize=9)
         ax.set_ylabel("%" if unit == "%" else unit, fontsize=8)
