@@ -141,3 +141,12 @@ def test_empty_test_set_raises(tmp_path, fixture_data):
 def test_unknown_budget_profile():
     with pytest.raises(MedlnkitError, match="'laptop'"):
         ood_budget("laptop")
+
+
+def test_real_vqa_rad_and_slake_questions(vqa_rad_root, slake_root):
+    data = load_ood_data(vqa_rad_root, slake_root, budget=ood_budget("smoke"), report_test_limit=2)
+    assert data.vqa_test_name == "vqa-rad"
+    assert data.available["vqa_test"] == 451
+    assert len(data.vqa_test) == 16
+    if data.train_name == "embedded-sample":
+        assert "none of their images" in data.describe()
