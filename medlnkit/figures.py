@@ -17,9 +17,13 @@ def plot_loss_curves(losses: pd.DataFrame, title: str, smooth: int = 1):
     ``losses`` has the columns paradigm, step, loss; ``smooth`` is a moving-average window in steps.
     """
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for paradigm, frame in losses.groupby("paradigm", sort=False):
+    colors = plt.get_cmap("tab20").colors
+    styles = ("-", "--", ":", "-.")
+    for index, (paradigm, frame) in enumerate(losses.groupby("paradigm", sort=False)):
         values = frame["loss"].rolling(smooth, min_periods=1).mean() if smooth > 1 else frame["loss"]
-        ax.plot(frame["step"], values, label=paradigm, linewidth=1.4)
+        # 20 colours and 4 line styles keep up to 80 curves distinguishable.
+        ax.plot(frame["step"], values, label=paradigm, linewidth=1.4,
+                color=colors[index % len(colors)], linestyle=styles[(index // len(colors)) % len(styles)])  # fmt: skip
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (cross-entropy per answer token)")
     ax.set_title(title)

@@ -53,6 +53,19 @@ def select_notebooks(only: list[str] | None, available: tuple[str, ...] = NOTEBO
     return [n for n in available if n in chosen]
 
 
+def _git_commit() -> str | None:
+    """Return the commit of the checkout this medlnkit runs from, or None outside a git checkout."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
 def environment_record() -> dict:
     """Return versions of the stack and a description of the machine, for env.json."""
     import importlib.metadata as metadata
@@ -64,6 +77,7 @@ def environment_record() -> dict:
         except metadata.PackageNotFoundError:
             packages[name] = None
     record = {
+        "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -92,10 +106,42 @@ def _kernel_imports_this_package() -> None:
     # Spin-waiting OpenMP threads slowed LLaVA generation about tenfold on a busy 2-core machine
     # (measured with torch 2.13); passive waiting costs nothing on an idle one.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # papermill logs every refresh of a progress bar inside a kernel as one line; the runner shows
+    # its own per-cell bar and the notebooks' log lines instead.
+    os.environ.setdefault("MEDLNKIT_NO_PROGRESS_BARS", "1")
     package_parent = str(Path(__file__).resolve().parent.parent)
     current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if package_parent not in current:
         os.environ["PYTHONPATH"] = os.pathsep.join([package_parent, *current])
+
+
+def _check_data(data_dir: Path, profile) -> None:
+    """Load the benchmark's splits once before any notebook starts, so bad data fails in seconds."""
+    from medlnkit.data.sources import load_vqa_splits
+
+    settings = profile.miss_train
+    load_vqa_splits(data_dir, settings.max_train_examples, settings.max_eval_examples, settings.seed)
+
+
+def _previous_config(config_file: Path) -> dict | None:
+    if not config_file.is_file():
+        return None
+    try:
+        return yaml.safe_load(config_file.read_text()) or None
+    except yaml.YAMLError:
+        return None
+
+
+def _check_same_run(previous: dict, config: dict, run_dir: Path) -> None:
+    """Reject reusing a run folder with another profile or data folder, which would mix results."""
+    old_profile = (previous.get("profile") or {}).get("name")
+    new_profile = config["profile"]["name"]
+    if old_profile != new_profile or previous.get("data_dir") != config["data_dir"]:
+        raise MedlnkitError(
+            f"run folder {str(run_dir)!r} contains a run with profile {old_profile!r} and data "
+            f"{previous.get('data_dir')!r}; this run uses profile {new_profile!r} and data "
+            f"{config['data_dir']!r}. Pass another --out, or remove the folder"
+        )
 
 
 def default_run_folder(profile: str) -> Path:
@@ -111,24 +157,32 @@ def run_notebooks(
 ) -> Path:
     """Execute the notebooks for a profile and return the run folder."""
     resolved = get_profile(profile)
-    if data_dir is not None:
-        from medlnkit.data.sources import detect_layout
-
-        detect_layout(Path(data_dir))  # fails early, before any notebook runs
-        data_dir = Path(data_dir).resolve()
     names = select_notebooks(only)
+    if data_dir is not None:
+        data_dir = Path(data_dir).resolve()
+        _check_data(data_dir, resolved)
     folder = notebooks_folder()
     run_dir = Path(out or default_run_folder(profile)).resolve()
-    for sub in ("notebooks", "tables", "figures"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    quiet = quiet or bool(os.environ.get("CI"))
+    config_file = run_dir / "config.yaml"
     config = {
         "profile": resolved.to_dict(),
         "data_dir": None if data_dir is None else str(data_dir),
         "notebooks": names,
         "command": " ".join(sys.argv),
     }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    previous = _previous_config(config_file)
+    if previous is not None:
+        _check_same_run(previous, config, run_dir)
+        config["notebooks"] = [n for n in NOTEBOOKS if n in set(previous.get("notebooks", [])) | set(names)]
+    try:
+        for sub in ("notebooks", "tables", "figures"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    except OSError as error:
+        raise MedlnkitError(
+            f"cannot write the run folder {str(run_dir)!r} ({error.strerror}): pass --out a folder path you can write to"
+        ) from None
+    quiet = quiet or bool(os.environ.get("CI"))
     (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2))
 
     import papermill

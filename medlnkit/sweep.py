@@ -35,7 +35,9 @@ def paradigm_slug(paradigm: str) -> str:
 
 
 def progress_disabled(quiet: bool | None = None) -> bool:
-    """Return True when progress bars should be hidden: asked for, or running under CI."""
+    """Return True when progress bars should be hidden: requested, under CI, or under ``medlnkit run``."""
+    if os.environ.get("MEDLNKIT_NO_PROGRESS_BARS"):
+        return True
     return bool(quiet) if quiet is not None else bool(os.environ.get("CI"))
 
 
@@ -111,6 +113,7 @@ def run_paradigm(profile: Profile, splits: VQASplits, paradigm: str, out_dir: Pa
         "n_train": len(splits.train),
         "n_train_available": splits.available.get("train"),
         "n_test": len(splits.test),
+        "n_test_available": splits.available.get("test"),
         **{k: scores[k] for k in ("open_accuracy", "closed_accuracy", "global_accuracy", "n_open", "n_closed")},
         "total_params": report.total,
         "trainable_params": report.trainable,
@@ -175,6 +178,7 @@ def results_table(records: Sequence[dict]) -> pd.DataFrame:
                 "n_train": r["n_train"],
                 "n_train_available": r["n_train_available"],
                 "n_test": r["n_test"],
+                "n_test_available": r.get("n_test_available"),
                 "steps": r["steps"],
                 "final_loss": round(r["final_loss"], 4),
                 "train_seconds": r["train_seconds"],

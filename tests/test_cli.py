@@ -84,3 +84,33 @@ def test_undecodable_image_stops_run_with_name(capsys, tmp_path):
     assert "Traceback" not in err
     assert (out / "config.yaml").exists()
     assert (out / "notebooks" / "02_miss_tuning.ipynb").exists()
+
+
+def test_out_path_that_is_a_file(capsys, tmp_path):
+    target = tmp_path / "results.jsonl"
+    target.write_text("{}\n")
+    status, _, err = run_cli(capsys, "run", "--profile", "smoke", "--only", "00", "--out", str(target))
+    assert status == 2
+    assert "cannot write the run folder" in err
+    assert "Traceback" not in err
+
+
+def test_run_folder_of_other_profile_rejected(capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("profile:\n  name: cpu\ndata_dir: null\nnotebooks: [00_architecture_tour]\n")
+    status, _, err = run_cli(capsys, "run", "--profile", "smoke", "--only", "00", "--out", str(out))
+    assert status == 2
+    assert "profile 'cpu'" in err
+    assert "another --out" in err
+
+
+def test_missing_image_fails_before_notebooks(capsys, tmp_path):
+    from fixtures.dataset_layouts import build_vqa_rad_mevf
+
+    root = build_vqa_rad_mevf(tmp_path / "vqa_rad", omit_images=("synpic300.jpg",))
+    out = tmp_path / "run"
+    status, _, err = run_cli(capsys, "run", "--profile", "smoke", "--data-dir", str(root), "--out", str(out))
+    assert status == 2
+    assert "synpic300.jpg" in err
+    assert not (out / "notebooks").exists()
