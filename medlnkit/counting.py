@@ -158,9 +158,9 @@ COUNT_FINDINGS: dict[tuple[int, str], str] = {
     (1, "T,FFN,T"): (
         "#PEFT Params is printed as 41.27%, but its own PEFT count over the JTM's parameters is "
         "56,669,184 / 137,258,496 = 41.2865%, i.e. 41.29%. The other JTM rows (LN, Attention, LoRA, "
-        "Prefix) divide by the same 137,258,496 and agree; 41.27% would need a denominator of "
-        "137,296,630 to 137,329,901, 38,134 to 71,405 above the JTM's size, so the percentage is "
-        "likely a typo."
+        "Prefix) divide by the same 137,258,496 and agree; 41.27% would need a denominator between "
+        "about 137.297 and 137.330 million (implied_total_range computes the exact bounds), 38 to 71 "
+        "thousand above the JTM's size, so the percentage is likely a typo."
     ),
     (2, "LN,F,LN,F"): (
         "The printed count 266,737,664 equals LN,T,LN,T's, so it includes the connector and the LM "
