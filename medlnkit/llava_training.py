@@ -5,7 +5,7 @@ processes with DDP, or FSDP with ``medlnkit/resources/accelerate/fsdp.yaml``). I
 study's LLaVA-Med settings: AdamW, a linear warmup over 3% of the steps, then a cosine decay, and
 TF32 matrix products on CUDA GPUs.
 
-A checkpoint folder ``checkpoint-<step>/`` holds ``trainable.safetensors`` (the parameters that
+A checkpoint folder ``checkpoint-<step>/`` contains ``trainable.safetensors`` (the parameters that
 train under the paradigm, about 1 MB for LN-tuning of LLaMA-7B's norms), ``optimizer.pt`` and
 ``scheduler.pt`` (the optimizer and schedule state, also over trainable parameters only) and
 ``trainer_state.json`` (step, epoch, loss history). :func:`train_llava` resumes from such a folder.
@@ -43,13 +43,15 @@ STATE_FILE = "trainer_state.json"
 
 @dataclass(frozen=True)
 class LlavaTrainOptions:
-    """LLaVA-Med's schedule and the loop's checkpointing; epochs, batch size and rates come from TrainSettings."""
+    """LLaVA-Med's schedule and the loop's checkpointing (epochs, batch size and rates: TrainSettings)."""
 
     warmup_ratio: float = 0.03  # fraction of the optimizer steps with a linear warmup
     scheduler: str = "cosine"  # "cosine" (LLaVA-Med) or "constant" (after the warmup)
     tf32: bool = True  # TF32 matrix products on CUDA GPUs
     max_grad_norm: float | None = 1.0  # gradient clipping, as the Hugging Face Trainer that LLaVA-Med uses
-    max_steps: int | None = None  # train this many optimizer steps in all (None: all epochs); sets the schedule
+    max_steps: int | None = (
+        None  # train this many optimizer steps in all (None: all epochs); sets the schedule
+    )
     stop_after: int | None = None  # end this run at this step, schedule unchanged (resume later to go on)
     save_every: int | None = None  # steps between checkpoints; None saves only the last step
 
@@ -70,8 +72,8 @@ class LlavaTrainResult:
 
     def history(self) -> list[dict]:
         return [
-            {"step": i + 1, "epoch": e, "loss": l, "learning_rate": r}
-            for i, (e, l, r) in enumerate(zip(self.epochs, self.losses, self.learning_rates))
+            {"step": step, "epoch": epoch, "loss": loss, "learning_rate": rate}
+            for step, (epoch, loss, rate) in enumerate(zip(self.epochs, self.losses, self.learning_rates), 1)
         ]
 
 
@@ -125,7 +127,13 @@ def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
 # --- Checkpoints ---------------------------------------------------------------------------------
 
 
-def save_trainable(model: nn.Module, path: Path, names: Sequence[str] | None = None, metadata: dict | None = None, state_dict: dict | None = None) -> Path:
+def save_trainable(
+    model: nn.Module,
+    path: Path,
+    names: Sequence[str] | None = None,
+    metadata: dict | None = None,
+    state_dict: dict | None = None,
+) -> Path:
     """Write the trainable parameters (or ``names``) of a model to one safetensors file.
 
     ``state_dict`` is a full state dict to read from (under FSDP, the one accelerate gathers).
@@ -156,7 +164,9 @@ def load_trainable(model: nn.Module, path: Path) -> dict[str, str]:
     if path.is_dir():
         path = path / TRAINABLE_FILE
     if not path.exists():
-        raise MedlnkitError(f"checkpoint file {path} not found: pass a checkpoint folder or its {TRAINABLE_FILE}")
+        raise MedlnkitError(
+            f"checkpoint file {path} not found: pass a checkpoint folder or its {TRAINABLE_FILE}"
+        )
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -173,7 +183,10 @@ def load_trainable(model: nn.Module, path: Path) -> dict[str, str]:
     with torch.no_grad():
         for name, tensor in tensors.items():
             if params[name].shape != tensor.shape:
-                raise MedlnkitError(f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, the model {tuple(params[name].shape)}")
+                raise MedlnkitError(
+                    f"checkpoint tensor {name} has shape {tuple(tensor.shape)} but the model expects "
+                    f"{tuple(params[name].shape)}: the checkpoint comes from another model configuration"
+                )
             params[name].copy_(tensor.to(params[name].dtype))
     return metadata
 
@@ -188,7 +201,9 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
-def _save_checkpoint(accelerator, model, optimizer, scheduler, folder: Path, names, result: LlavaTrainResult, extra: dict) -> Path:
+def _save_checkpoint(
+    accelerator, model, optimizer, scheduler, folder: Path, names, result: LlavaTrainResult, extra: dict
+) -> Path:
     from accelerate.utils import DistributedType
 
     fsdp = accelerator.distributed_type == DistributedType.FSDP
@@ -196,14 +211,22 @@ def _save_checkpoint(accelerator, model, optimizer, scheduler, folder: Path, nam
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
-        metadata = {"step": result.steps, **{k: v for k, v in extra.items() if isinstance(v, (str, int, float))}}
+        metadata = {
+            "step": result.steps,
+            **{k: v for k, v in extra.items() if isinstance(v, (str, int, float))},
+        }
         save_trainable(unwrapped, folder / TRAINABLE_FILE, names, metadata, state_dict)
         if not fsdp:
             torch.save(optimizer.state_dict(), folder / "optimizer.pt")
         # NOTE: under FSDP the optimizer state is sharded and not saved; a resumed FSDP run
         # restarts AdamW's moments while weights, step count and schedule continue.
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-        state = {"step": result.steps, "total_steps": result.total_steps, "history": result.history(), **extra}
+        state = {
+            "step": result.steps,
+            "total_steps": result.total_steps,
+            "history": result.history(),
+            **extra,
+        }
         (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
     accelerator.wait_for_everyone()
     return folder
@@ -217,7 +240,7 @@ def _make_accelerator():
     from accelerate.utils import DistributedDataParallelKwargs
 
     # LLaVA skips the vision layers after vision_feature_layer, so paradigms that train the vision
-    # tower hold trainable parameters without gradients, which DDP rejects unless told to look.
+    # tower have trainable parameters without gradients, which DDP rejects unless it searches for them.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
@@ -238,7 +261,7 @@ def train_llava(
 
     ``collate`` turns a list of records into a batch with labels (a ``LlavaCollator``).
     ``settings.batch_size`` is per process. With ``checkpoint_dir``, checkpoints are written every
-    ``options.save_every`` steps and after the last step; ``resume_from`` (a checkpoint folder)
+    ``options.save_every`` steps and after the last step. ``resume_from`` (a checkpoint folder)
     restores the trainable parameters, optimizer, schedule and step count, then continues.
     ``progress(step, total_steps, loss)`` is called after every step on every process.
     Raises ValueError when nothing trains or a loss is not finite, DataError for a batch without
@@ -259,8 +282,10 @@ def train_llava(
     seed_everything(settings.seed)
 
     def epoch_loader(epoch: int):
-        # One seeded order per epoch, so a resumed run sees the batches it would have seen.
-        order = torch.randperm(len(records), generator=torch.Generator().manual_seed(settings.seed + epoch)).tolist()
+        # One seeded order per epoch, so a resumed run gets the batches the uninterrupted run would get.
+        order = torch.randperm(
+            len(records), generator=torch.Generator().manual_seed(settings.seed + epoch)
+        ).tolist()
         loader = DataLoader([records[i] for i in order], batch_size=settings.batch_size, collate_fn=collate)
         return accelerator.prepare_data_loader(loader)
 
@@ -279,7 +304,9 @@ def train_llava(
             result.epochs.append(row["epoch"])
             result.learning_rates.append(row["learning_rate"])
         result.steps = result.start_step = int(state["step"])
-        logger.info("resuming from %s at step %d (paradigm %s)", resume_from, result.steps, metadata.get("paradigm"))
+        logger.info(
+            "resuming from %s at step %d (paradigm %s)", resume_from, result.steps, metadata.get("paradigm")
+        )
 
     model = accelerator.prepare(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -292,7 +319,9 @@ def train_llava(
     if resume_from is not None:
         resume = Path(resume_from)
         if (resume / "optimizer.pt").exists():
-            optimizer.load_state_dict(torch.load(resume / "optimizer.pt", map_location="cpu", weights_only=True))
+            optimizer.load_state_dict(
+                torch.load(resume / "optimizer.pt", map_location="cpu", weights_only=True)
+            )
         scheduler.load_state_dict(torch.load(resume / "scheduler.pt", weights_only=True))
 
     unwrapped = accelerator.unwrap_model(model)
@@ -300,7 +329,9 @@ def train_llava(
 
     model.train()
     started = time.perf_counter()
-    done = result.steps >= total_steps or (options.stop_after is not None and result.steps >= options.stop_after)
+    done = result.steps >= total_steps or (
+        options.stop_after is not None and result.steps >= options.stop_after
+    )
     for epoch in range(1, settings.epochs + 1):
         if done:
             break
@@ -314,7 +345,9 @@ def train_llava(
             check_batch(unwrapped, batch)
             loss = answer_loss(model, batch)
             if not torch.isfinite(loss):
-                raise ValueError(f"loss became {loss.item()} at step {result.steps + 1}: lower the learning rate")
+                raise ValueError(
+                    f"loss became {loss.item()} at step {result.steps + 1}: lower the learning rate"
+                )
             accelerator.backward(loss)
             if options.max_grad_norm:
                 accelerator.clip_grad_norm_(params, options.max_grad_norm)
@@ -327,10 +360,16 @@ def train_llava(
             result.epochs.append(epoch)
             if progress is not None:
                 progress(result.steps, total_steps, result.losses[-1])
-            last = result.steps >= total_steps or (options.stop_after is not None and result.steps >= options.stop_after)
-            if checkpoint_dir is not None and (last or (options.save_every and result.steps % options.save_every == 0)):
+            last = result.steps >= total_steps or (
+                options.stop_after is not None and result.steps >= options.stop_after
+            )
+            if checkpoint_dir is not None and (
+                last or (options.save_every and result.steps % options.save_every == 0)
+            ):
                 folder = Path(checkpoint_dir) / f"checkpoint-{result.steps}"
-                _save_checkpoint(accelerator, model, optimizer, scheduler, folder, names, result, {**extra, "epoch": epoch})
+                _save_checkpoint(
+                    accelerator, model, optimizer, scheduler, folder, names, result, {**extra, "epoch": epoch}
+                )
                 result.checkpoints.append(str(folder))
             if last:
                 done = True
@@ -344,17 +383,29 @@ def train_llava(
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m medlnkit.llava_training", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m medlnkit.llava_training", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--profile", default="cpu", help="smoke, cpu or paper (model and training settings)")
     parser.add_argument("--paradigm", default="F,F,LN,F", help="states of vision,connector,llm,lm_head")
-    parser.add_argument("--data-dir", default=None, help="VQA-RAD or Slake folder (default: the embedded sample)")
+    parser.add_argument(
+        "--data-dir", default=None, help="VQA-RAD or Slake folder (default: the embedded sample)"
+    )
     parser.add_argument("--out", required=True, help="folder for checkpoints, losses.csv and summary.json")
-    parser.add_argument("--max-train", type=int, default=None, help="training pairs to use (default: the profile's)")
-    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps in all (sets the schedule)")
-    parser.add_argument("--stop-after", type=int, default=None, help="end this run at this step; resume to go on")
+    parser.add_argument(
+        "--max-train", type=int, default=None, help="training pairs to use (default: the profile's)"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="optimizer steps in all (sets the schedule)"
+    )
+    parser.add_argument(
+        "--stop-after", type=int, default=None, help="end this run at this step; resume to go on"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="examples per process and step")
     parser.add_argument("--save-every", type=int, default=None, help="optimizer steps between checkpoints")
-    parser.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'latest' in --out")
+    parser.add_argument(
+        "--resume", default=None, help="checkpoint folder to resume from, or 'latest' in --out"
+    )
     return parser.parse_args(argv)
 
 
@@ -387,14 +438,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
         resume = latest_checkpoint(out)
     elif args.resume:
         resume = Path(args.resume)
-    options = LlavaTrainOptions(max_steps=args.max_steps, stop_after=args.stop_after, save_every=args.save_every)
+    options = LlavaTrainOptions(
+        max_steps=args.max_steps, stop_after=args.stop_after, save_every=args.save_every
+    )
+    extra = {"paradigm": str(plan.paradigm), "profile": profile.name}
     result = train_llava(
         bundle.model, splits.train, collate, settings, options, accelerator=accelerator,
-        checkpoint_dir=out, resume_from=resume, extra_state={"paradigm": str(plan.paradigm), "profile": profile.name},
+        checkpoint_dir=out, resume_from=resume, extra_state=extra,
     )  # fmt: skip
     # One checksum per process shows whether the processes ended with the same weights.
     checksum = sum(float(p.detach().double().sum()) for p in bundle.model.parameters() if p.requires_grad)
-    checksums = accelerator.gather(torch.tensor([checksum], dtype=torch.float64, device=accelerator.device)).tolist()
+    checksums = accelerator.gather(
+        torch.tensor([checksum], dtype=torch.float64, device=accelerator.device)
+    ).tolist()
     summary = {
         "paradigm": str(plan.paradigm),
         "profile": profile.name,
@@ -410,7 +466,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        logger.info("trained %s for %d steps on %d processes: %s", plan.paradigm, result.steps, result.num_processes, out)
+        logger.info(
+            "trained %s for %d steps on %d processes: %s",
+            plan.paradigm,
+            result.steps,
+            result.num_processes,
+            out,
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

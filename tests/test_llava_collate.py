@@ -34,14 +34,18 @@ def records(tmp_path_factory):
 
 def make_collator(tokenizer, **options) -> LlavaCollator:
     pixels = PixelCache(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    return LlavaCollator(tokenizer, get_template("smollm2_chatml"), pixels, IMAGE_TOKEN, NUM_IMAGE_TOKENS, **options)
+    return LlavaCollator(
+        tokenizer, get_template("smollm2_chatml"), pixels, IMAGE_TOKEN, NUM_IMAGE_TOKENS, **options
+    )
 
 
 def test_prompt_text_follows_chatml(tokenizer, records):
     collator = make_collator(tokenizer)
     text = collator.prompt_text(records[0])
     assert text == (
-        "<|im_start|>user\n" + IMAGE_TOKEN * NUM_IMAGE_TOKENS + "\nis the bright square on the left?<|im_end|>\n"
+        "<|im_start|>user\n"
+        + IMAGE_TOKEN * NUM_IMAGE_TOKENS
+        + "\nis the bright square on the left?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
 
@@ -90,7 +94,15 @@ def test_every_row_has_image_tokens(tokenizer, records):
 
 def test_long_answer_is_truncated_but_ended(tokenizer, records):
     collator = make_collator(tokenizer, max_answer_tokens=3)
-    long = VQARecord("x", records[0].image_path, "what is shown?", "a very long answer with many words", "OPEN", "t", "train")
+    long = VQARecord(
+        "x",
+        records[0].image_path,
+        "what is shown?",
+        "a very long answer with many words",
+        "OPEN",
+        "t",
+        "train",
+    )
     labels = collator([long])["labels"][0]
     labelled = labels[labels != IGNORE_INDEX]
     assert len(labelled) == 4

@@ -33,11 +33,27 @@ from medlnkit.models.llava_convert import (
 )
 
 VOCAB = 64  # rows in the original checkpoint
-VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=28, patch_size=14)
-TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+VISION = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    image_size=28,
+    patch_size=14,
+)
+TEXT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
 
 
-def direct_model(text_config, projector: str, image_token_id: int, vocab: int) -> LlavaForConditionalGeneration:
+def direct_model(
+    text_config, projector: str, image_token_id: int, vocab: int
+) -> LlavaForConditionalGeneration:
     torch.manual_seed(0)
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(**VISION),
@@ -53,7 +69,9 @@ def direct_model(text_config, projector: str, image_token_id: int, vocab: int) -
     return model.eval()
 
 
-def original_state(model: LlavaForConditionalGeneration, projector: str, rows: int, with_vision: bool) -> dict:
+def original_state(
+    model: LlavaForConditionalGeneration, projector: str, rows: int, with_vision: bool
+) -> dict:
     """Write a model's tensors under LLaVA-Med's original names (llava_arch.py, llava_mistral.py)."""
     state = {}
     for key, tensor in model.state_dict().items():
@@ -112,19 +130,25 @@ def save_clip(model: LlavaForConditionalGeneration, folder: Path, same_weights: 
 
 def save_sharded_safetensors(state: dict, folder: Path) -> None:
     keys = sorted(state)
-    halves = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    halves = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     weight_map = {}
     for name, part in halves.items():
         save_file({k: state[k].contiguous() for k in part}, str(folder / name))
         weight_map.update({k: name for k in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
 
 
 def inputs(image_token_id: int, num_image_tokens: int = 4, extra: tuple[int, ...] = ()) -> dict:
+    """Return two rows with the image tokens at different positions, and two random images."""
     torch.manual_seed(1)
     ids = [1, 5, *extra[:1], *[image_token_id] * num_image_tokens, *extra[1:], 7, 9, 11]
     return {
-        "input_ids": torch.tensor([ids, ids[::-1]]).roll(0),
+        "input_ids": torch.tensor([ids, ids[::-1]]),
         "pixel_values": torch.randn(2, 3, VISION["image_size"], VISION["image_size"]),
     }
 
@@ -135,9 +159,13 @@ def v15_checkpoint(tmp_path):
     direct = direct_model(MistralConfig, "mlp2x_gelu", image_token_id=VOCAB, vocab=VOCAB + 1)
     folder = tmp_path / "llava-med-v1.5"
     folder.mkdir()
-    clip = save_clip(direct, tmp_path / "clip", same_weights=False)  # config only: the checkpoint holds the weights
+    clip = save_clip(
+        direct, tmp_path / "clip", same_weights=False
+    )  # config only: the checkpoint holds the weights
     save_sharded_safetensors(original_state(direct, "mlp2x_gelu", VOCAB, with_vision=True), folder)
-    (folder / "config.json").write_text(json.dumps(original_config("llava_mistral", "mlp2x_gelu", str(clip), False)))
+    (folder / "config.json").write_text(
+        json.dumps(original_config("llava_mistral", "mlp2x_gelu", str(clip), False))
+    )
     return direct, folder
 
 
@@ -183,10 +211,15 @@ def test_v1_logits_equal_direct_model(v1_checkpoint):
     assert converted.image_token == "<im_patch>"
     assert converted.added_tokens == []
     names = [n for n, _ in converted.model.named_parameters() if "multi_modal_projector" in n]
-    assert names == ["model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_1.bias"]
+    assert names == [
+        "model.multi_modal_projector.linear_1.weight",
+        "model.multi_modal_projector.linear_1.bias",
+    ]
     batch = inputs(61, extra=(62, 63))
     with torch.no_grad():
-        torch.testing.assert_close(converted.model(**batch).logits, direct(**batch).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            converted.model(**batch).logits, direct(**batch).logits, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_v1_without_tokenizer_needs_image_token(v1_checkpoint):
@@ -214,7 +247,9 @@ def test_missing_key_is_named(v1_checkpoint):
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
     del state["model.layers.1.mlp.up_proj.weight"]
     torch.save(state, folder / "pytorch_model.bin")
-    with pytest.raises(ConversionError, match=r"missing \['model.language_model.layers.1.mlp.up_proj.weight'\]"):
+    with pytest.raises(
+        ConversionError, match=r"missing \['model.language_model.layers.1.mlp.up_proj.weight'\]"
+    ):
         convert_checkpoint(folder, image_token_id=61)
 
 
@@ -273,7 +308,9 @@ def delta_setup(tmp_path):
         torch.save({k: delta[k] for k in part}, delta_dir / name)
         weight_map.update({k: name for k in part})
     (delta_dir / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (delta_dir / "config.json").write_text(json.dumps(original_config("llava", "linear", "openai/clip-vit-large-patch14", True)))
+    (delta_dir / "config.json").write_text(
+        json.dumps(original_config("llava", "linear", "openai/clip-vit-large-patch14", True))
+    )
     (delta_dir / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 2048}))
     return base_dir, base_state, delta_dir, delta
 
@@ -303,8 +340,8 @@ def test_apply_delta_rejects_unused_base_tensor(delta_setup, tmp_path):
 
 
 def test_apply_delta_rejects_shape_mismatch(delta_setup, tmp_path):
-    base_dir, _, delta_dir, delta = delta_setup
-    name = next(n for n, shard in json.loads((delta_dir / "pytorch_model.bin.index.json").read_text())["weight_map"].items() if n == "model.norm.weight")
+    base_dir, _, delta_dir, _ = delta_setup
+    name = "model.norm.weight"
     shard_name = json.loads((delta_dir / "pytorch_model.bin.index.json").read_text())["weight_map"][name]
     shard = torch.load(delta_dir / shard_name, weights_only=True)
     shard[name] = torch.zeros(TEXT["hidden_size"] + 1)

@@ -45,7 +45,10 @@ def test_smoke_image_token_is_last_row(smoke):
 
 def test_smoke_uses_linear_connector(smoke):
     names = [n for n, _ in smoke.model.named_parameters() if "multi_modal_projector" in n]
-    assert names == ["model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_1.bias"]
+    assert names == [
+        "model.multi_modal_projector.linear_1.weight",
+        "model.multi_modal_projector.linear_1.bias",
+    ]
 
 
 def test_smoke_weights_are_labelled_random(smoke):
@@ -85,7 +88,9 @@ def test_check_batch_rejects_missing_image_tokens(smoke, records):
 def test_batched_generation_equals_single(smoke, records):
     collator = smoke.collator()
     together = generate_answers(smoke, collator.prompts(records[:4]), collator, max_new_tokens=4)
-    alone = [generate_answers(smoke, collator.prompts([r]), collator, max_new_tokens=4)[0] for r in records[:4]]
+    alone = [
+        generate_answers(smoke, collator.prompts([r]), collator, max_new_tokens=4)[0] for r in records[:4]
+    ]
     assert together == alone
     assert all(isinstance(text, str) for text in together)
 

@@ -40,7 +40,10 @@ LLM_ATTN = llm(*(f"self_attn.{p}_proj.weight" for p in "qkvo"))
 VISION_ATTN = vision(*(f"self_attn.{p}_proj.{w}" for p in ("q", "k", "v", "out") for w in ("weight", "bias")))
 LLM_FFN = llm("mlp.up_proj.weight", "mlp.down_proj.weight")
 LLM_LORA = llm(*(f"{m}.lora_{ab}.default.weight" for m in LORA_MODULES for ab in "AB"))
-PREFIX = {f"model.language_model.prefix_encoder.{n}" for n in ("embedding.weight", "down.weight", "down.bias", "up.weight", "up.bias")}
+PREFIX = {
+    f"model.language_model.prefix_encoder.{n}"
+    for n in ("embedding.weight", "down.weight", "down.bias", "up.weight", "up.bias")
+}
 CONNECTOR = {"model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_1.bias"}
 HEAD = {"lm_head.weight", "model.language_model.embed_tokens.weight"}
 
@@ -98,7 +101,13 @@ def test_steps_change_only_trainable(base, records, paradigm):
     before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
     settings = TrainSettings(epochs=1, batch_size=4, learning_rate=1e-2, weight_decay=0.0)
     # No warmup: the first step of a warmup schedule has a learning rate of zero.
-    train_llava(bundle.model, records, bundle.collator(), settings, LlavaTrainOptions(warmup_ratio=0.0, scheduler="constant"))
+    train_llava(
+        bundle.model,
+        records,
+        bundle.collator(),
+        settings,
+        LlavaTrainOptions(warmup_ratio=0.0, scheduler="constant"),
+    )
     changed = {n for n, p in bundle.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed == plan.trainable - unused_vision_parameters(bundle.model)
 
@@ -106,7 +115,11 @@ def test_steps_change_only_trainable(base, records, paradigm):
 def test_unused_vision_parameters_follow_feature_layer(base):
     # vision_feature_layer -2 of a two-layer CLIP reads layer 0's output: layer 1 and the final norm go unused.
     unused = unused_vision_parameters(base.model)
-    assert unused == {n for n, _ in base.model.named_parameters() if n.startswith(("model.vision_tower.encoder.layers.1.", "model.vision_tower.post_layernorm."))}
+    assert unused == {
+        n
+        for n, _ in base.model.named_parameters()
+        if n.startswith(("model.vision_tower.encoder.layers.1.", "model.vision_tower.post_layernorm."))
+    }
 
 
 @pytest.mark.slow
@@ -117,7 +130,11 @@ def test_seeded_loss_decreases(base, records, method):
     settings = TrainSettings(epochs=6, batch_size=4, learning_rate=2e-2, weight_decay=0.0, seed=0)
     # Four records, one batch per epoch: the same batch six times.
     result = train_llava(
-        bundle.model, records[:4], bundle.collator(), settings, LlavaTrainOptions(warmup_ratio=0.0, scheduler="constant")
+        bundle.model,
+        records[:4],
+        bundle.collator(),
+        settings,
+        LlavaTrainOptions(warmup_ratio=0.0, scheduler="constant"),
     )
     assert len(result.losses) == 6
     assert round(result.losses[-1], 3) < round(result.losses[0], 3) - 0.01
@@ -140,7 +157,9 @@ def test_vision_lora_stays_in_vision(base):
 
 def test_lora_rank_follows_llava_med(base):
     bundle, _ = tuned(base, "F,F,LoRA,F")
-    weight = bundle.model.get_parameter("model.language_model.layers.0.self_attn.q_proj.lora_A.default.weight")
+    weight = bundle.model.get_parameter(
+        "model.language_model.layers.0.self_attn.q_proj.lora_A.default.weight"
+    )
     assert weight.shape[0] == LORA_SETTINGS.rank == 4
 
 
@@ -168,13 +187,17 @@ def test_prefix_equals_prefilled_cache(base, implementation):
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     num_prefix = encoder.num_virtual_tokens
     with torch.no_grad():
-        ours = language_model(input_ids=input_ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        ours = language_model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions
+        ).last_hidden_state
         cache = _prefix_cache(encoder, language_model.config.num_hidden_layers, 2)
         full_mask = torch.cat([torch.ones(2, num_prefix, dtype=mask.dtype), mask], dim=1)
         theirs = reference.model.language_model(
             input_ids=input_ids, attention_mask=full_mask, position_ids=positions, cache=cache
         ).last_hidden_state
-        plain = reference.model.language_model(input_ids=input_ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        plain = reference.model.language_model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions
+        ).last_hidden_state
     real = mask.bool()
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(ours[real], plain[real], atol=1e-3)
@@ -186,7 +209,9 @@ def test_prefix_generation_batched_equals_single(base, records):
         bundle.model.model.language_model.prefix_encoder.embedding.weight.normal_(std=1.0)
     collator = bundle.collator()
     together = generate_answers(bundle, collator.prompts(records[:3]), collator, max_new_tokens=4)
-    alone = [generate_answers(bundle, collator.prompts([r]), collator, max_new_tokens=4)[0] for r in records[:3]]
+    alone = [
+        generate_answers(bundle, collator.prompts([r]), collator, max_new_tokens=4)[0] for r in records[:3]
+    ]
     assert together == alone
 
 

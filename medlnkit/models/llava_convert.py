@@ -2,19 +2,15 @@
 
 LLaVA-Med's own code (github.com/microsoft/LLaVA-Med; ``llava/model/llava_arch.py``,
 ``language_model/llava_mistral.py``, ``multimodal_projector/builder.py``) saves a causal LM whose
-decoder also holds the vision parts. Its keys, and where :func:`convert_state_dict` puts them in
+decoder also contains the vision parts. Its keys, and where :func:`convert_state_dict` puts them in
 transformers 5's ``LlavaForConditionalGeneration``:
 
-====================================================  ===============================================
-original                                              transformers
-====================================================  ===============================================
-``model.embed_tokens.*``, ``model.layers.*``,          ``model.language_model.embed_tokens.*``, ...
-``model.norm.*``
-``lm_head.weight``                                    ``lm_head.weight``
-``model.mm_projector.{weight,bias}`` (``linear``)      ``model.multi_modal_projector.linear_1.*``
-``model.mm_projector.0.*`` / ``.2.*`` (``mlp2x_gelu``)  ``model.multi_modal_projector.linear_1.*`` / ``linear_2.*``
-``model.vision_tower.vision_tower.vision_model.*``    ``model.vision_tower.*``
-====================================================  ===============================================
+* ``model.<name>`` -> ``model.language_model.<name>`` for ``embed_tokens``, ``layers`` and ``norm``;
+* ``lm_head.weight`` -> ``lm_head.weight``;
+* ``model.mm_projector.{weight,bias}`` (``linear``) -> ``model.multi_modal_projector.linear_1.*``;
+* ``model.mm_projector.0.*`` and ``.2.*`` (``mlp2x_gelu``) -> ``model.multi_modal_projector.linear_1.*``
+  and ``linear_2.*``;
+* ``model.vision_tower.vision_tower.vision_model.*`` -> ``model.vision_tower.*``.
 
 Rotary ``inv_freq`` buffers and CLIP's ``position_ids`` are recomputed, so they are dropped. LLaVA-Med
 v1 keeps its CLIP tower outside the checkpoint (it is loaded from ``mm_vision_tower``), so its
@@ -55,7 +51,7 @@ class ConversionError(MedlnkitError, ValueError):
 
 
 # CLIP towers LLaVA-Med names in ``mm_vision_tower``; their configurations are known, so converting
-# needs no download when the checkpoint holds the tower's weights.
+# needs no download when the checkpoint contains the tower's weights.
 KNOWN_VISION_TOWERS = {
     "openai/clip-vit-large-patch14": dict(image_size=224),
     "openai/clip-vit-large-patch14-336": dict(image_size=336),
@@ -65,7 +61,13 @@ _VIT_L14 = dict(
     projection_dim=768,
 )  # fmt: skip
 
-_TEXT_CONFIGS = {"llava_mistral": MistralConfig, "mistral": MistralConfig, "llava_llama": LlamaConfig, "llava": LlamaConfig, "llama": LlamaConfig}
+_TEXT_CONFIGS = {
+    "llava_mistral": MistralConfig,
+    "mistral": MistralConfig,
+    "llava_llama": LlamaConfig,
+    "llava": LlamaConfig,
+    "llama": LlamaConfig,
+}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _DROPPED = re.compile(r"\.rotary_emb\.inv_freq$|\.embeddings\.position_ids$")
 _TEXT_PREFIXES = ("model.embed_tokens.", "model.layers.", "model.norm.")
@@ -115,7 +117,7 @@ def read_state(folder: Path) -> dict[str, torch.Tensor]:
 def read_config(folder: Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.exists():
-        raise ConversionError(f"{folder} holds no config.json: it is not a LLaVA-Med checkpoint folder")
+        raise ConversionError(f"config.json not found in {folder}: it is not a LLaVA-Med checkpoint folder")
     return json.loads(path.read_text())
 
 
@@ -216,7 +218,11 @@ def text_config_for(config: Mapping, vocab_size: int) -> LlamaConfig | MistralCo
         )
     cls = _TEXT_CONFIGS[model_type]
     known = set(cls().to_dict())
-    values = {k: v for k, v in config.items() if k in known and k not in ("model_type", "architectures", "transformers_version")}
+    values = {
+        k: v
+        for k, v in config.items()
+        if k in known and k not in ("model_type", "architectures", "transformers_version")
+    }
     values["vocab_size"] = vocab_size
     return cls(**values)
 
@@ -234,7 +240,9 @@ class ConvertedLlava:
 
 
 def _load_tokenizer(folder: Path):
-    if not any((folder / name).exists() for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+    if not any(
+        (folder / name).exists() for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+    ):
         return None
     try:
         return AutoTokenizer.from_pretrained(str(folder))
@@ -250,8 +258,8 @@ def convert_checkpoint(
 ) -> ConvertedLlava:
     """Load an original-layout LLaVA-Med checkpoint folder into ``LlavaForConditionalGeneration``.
 
-    ``vision_tower`` is a CLIP folder for checkpoints without vision weights (LLaVA-Med v1); by
-    default ``mm_vision_tower`` from config.json is used when it is a folder or in the hub cache.
+    ``vision_tower`` is a CLIP folder for checkpoints without vision weights (LLaVA-Med v1). Without
+    it, ``mm_vision_tower`` from config.json is used when it is a folder or in the hub cache.
     ``image_token_id`` is only needed for LLaVA-Med v1 checkpoints without a tokenizer: the id of
     ``<im_patch>``. Raises ConversionError for missing or unexpected keys.
     """
@@ -265,7 +273,7 @@ def convert_checkpoint(
     if not any(k.startswith("model.vision_tower.") for k in state):
         if vision_folder is None:
             raise ProfileError(
-                f"{folder} holds no vision tower weights and the CLIP tower "
+                f"{folder} contains no vision tower weights and the CLIP tower "
                 f"{config.get('mm_vision_tower')!r} is not available here: download it and pass its "
                 "folder as vision_tower"
             )
@@ -274,7 +282,9 @@ def convert_checkpoint(
     tokenizer = _load_tokenizer(folder)
     embed_key = "model.language_model.embed_tokens.weight"
     if embed_key not in state:
-        raise ConversionError(f"{folder} holds no model.embed_tokens.weight: the checkpoint is incomplete")
+        raise ConversionError(
+            f"model.embed_tokens.weight is missing from {folder}: the checkpoint is incomplete"
+        )
     rows = state[embed_key].shape[0]
     added: list[str] = []
     uses_start_end = bool(config.get("mm_use_im_start_end", False))
@@ -292,7 +302,10 @@ def convert_checkpoint(
                 f"{folder} has no tokenizer to find <im_patch> in: pass image_token_id (LLaVA-Med v1: 32001)"
             )
     else:
-        image_token, template = "<image>", "mistral_instruct" if "mistral" in config.get("model_type", "") else "llava_med_v1"
+        image_token, template = (
+            "<image>",
+            "mistral_instruct" if "mistral" in config.get("model_type", "") else "llava_med_v1",
+        )
         if tokenizer is not None:
             if "<image>" not in tokenizer.get_vocab():
                 tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
@@ -306,7 +319,9 @@ def convert_checkpoint(
     text = text_config_for(config, rows)
     select = config.get("mm_vision_select_feature", "patch")
     if select not in ("patch", "cls_patch"):
-        raise ConversionError(f"unsupported mm_vision_select_feature {select!r}: expected 'patch' or 'cls_patch'")
+        raise ConversionError(
+            f"unsupported mm_vision_select_feature {select!r}: expected 'patch' or 'cls_patch'"
+        )
     llava_config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -328,7 +343,9 @@ def convert_checkpoint(
     return ConvertedLlava(model, tokenizer, image_token, template, kind, added)
 
 
-def _assemble(config: LlavaConfig, kind: str, state: dict[str, torch.Tensor], dtype: torch.dtype) -> LlavaForConditionalGeneration:
+def _assemble(
+    config: LlavaConfig, kind: str, state: dict[str, torch.Tensor], dtype: torch.dtype
+) -> LlavaForConditionalGeneration:
     """Build the model without random initialisation and load ``state`` into it, strictly."""
     from transformers.initialization import no_init_weights
 
@@ -368,10 +385,12 @@ def load_transformers_checkpoint(folder: Path, dtype: torch.dtype = torch.float3
     try:
         model = LlavaForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
     except (OSError, ValueError) as error:
-        raise ConversionError(f"{folder} could not be loaded as LlavaForConditionalGeneration: {error}") from error
+        raise ConversionError(
+            f"{folder} could not be loaded as LlavaForConditionalGeneration: {error}"
+        ) from error
     tokenizer = _load_tokenizer(Path(folder))
     if tokenizer is None:
-        raise ConversionError(f"{folder} holds no tokenizer: the kit needs it to build prompts")
+        raise ConversionError(f"no tokenizer found in {folder}: the kit needs it to build prompts")
     image_token = tokenizer.convert_ids_to_tokens(model.config.image_token_id)
     text_type = model.config.text_config.model_type
     template = "mistral_instruct" if text_type == "mistral" else "llava_med_v1"
@@ -386,7 +405,9 @@ def load_llava_checkpoint(folder: Path, dtype: torch.dtype = torch.float32) -> C
     else:
         converted = load_transformers_checkpoint(folder, dtype)
     if converted.tokenizer is None:
-        raise ProfileError(f"{folder} holds no tokenizer: copy the tokenizer files of the checkpoint into it")
+        raise ProfileError(
+            f"no tokenizer found in {folder}: copy the tokenizer files of the checkpoint into it"
+        )
     return converted
 
 
@@ -444,11 +465,15 @@ def apply_delta(base_dir: Path, delta_dir: Path, out_dir: Path) -> Path:
             target[key] = _add_delta(key, delta, base_tensor(key) if key in base_index else None)
             used.add(key)
         name = f"model-{number:05d}-of-{len(delta_files):05d}.safetensors"
-        save_file({k: v.contiguous() for k, v in target.items()}, str(out_dir / name), metadata={"format": "pt"})
+        save_file(
+            {k: v.contiguous() for k, v in target.items()}, str(out_dir / name), metadata={"format": "pt"}
+        )
         weight_map.update({key: name for key in target})
     unused = sorted(k for k in set(base_index) - used if not _DROPPED.search(k))
     if unused:
-        raise ConversionError(f"{len(unused)} base tensors have no delta: {unused[:5]}. Is this the right base model?")
+        raise ConversionError(
+            f"{len(unused)} base tensors have no delta: {unused[:5]}. Is this the right base model?"
+        )
     index = {"metadata": {"source": f"{base_dir} + {delta_dir}"}, "weight_map": weight_map}
     (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     for extra in _non_weight_files(delta_dir):
@@ -461,7 +486,9 @@ def _add_delta(key: str, delta: torch.Tensor, base: torch.Tensor | None) -> torc
     if base is None:
         if key.startswith(_DELTA_ONLY):
             return delta.clone()
-        raise ConversionError(f"delta tensor {key} has no base tensor and is not a LLaVA connector or vision tensor")
+        raise ConversionError(
+            f"delta tensor {key} has no base tensor and is not a LLaVA connector or vision tensor"
+        )
     if base.shape == delta.shape:
         return (base.float() + delta.float()).to(delta.dtype)
     if key in _RESIZED and delta.shape[0] > base.shape[0] and delta.shape[1:] == base.shape[1:]:
@@ -477,5 +504,9 @@ def _add_delta(key: str, delta: torch.Tensor, base: torch.Tensor | None) -> torc
 
 def _non_weight_files(folder: Path) -> Iterable[Path]:
     for path in sorted(Path(folder).iterdir()):
-        if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES) and not path.name.endswith(".index.json"):
+        if (
+            path.is_file()
+            and not path.name.endswith(_WEIGHT_SUFFIXES)
+            and not path.name.endswith(".index.json")
+        ):
             yield path
