@@ -23,8 +23,16 @@ from medlnkit.profiles import get_profile
 
 logger = logging.getLogger(__name__)
 
-# The notebooks `medlnkit run` executes, in order. Later notebooks join as they are built.
-NOTEBOOKS = ("00_architecture_tour", "01_parameter_counting", "02_miss_tuning")
+# The notebooks `medlnkit run` executes, in order.
+NOTEBOOKS = (
+    "00_architecture_tour",
+    "01_parameter_counting",
+    "02_miss_tuning",
+    "03_llava_med_tuning",
+    "04_report_generation",
+    "05_ood_and_zero_shot",
+    "06_figures",
+)
 
 
 def notebooks_folder() -> Path:
