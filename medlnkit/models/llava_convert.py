@@ -199,8 +199,11 @@ def _vision_folder(config: Mapping, vision_tower: str | Path | None) -> Path | N
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(candidate), local_files_only=True))
-    except Exception:  # not in the local hub cache
+        # Downloads only when the hub is reachable and HF_HUB_OFFLINE is unset; the patterns skip
+        # the TensorFlow and Flax copies of the CLIP weights.
+        patterns = ["*.json", "*.safetensors", "*.txt"]
+        return Path(snapshot_download(str(candidate), allow_patterns=patterns))
+    except Exception:  # the hub client raises many error types when the model is not available
         return None
 
 
@@ -263,6 +266,8 @@ def convert_checkpoint(
     ``image_token_id`` is only needed for LLaVA-Med v1 checkpoints without a tokenizer: the id of
     ``<im_patch>``. Raises ConversionError for missing or unexpected keys.
     """
+    # NOTE: tested on tiny checkpoints written in LLaVA-Med's layout; never run on the published
+    # 7B weights, which this machine cannot download.
     folder = Path(folder)
     config = read_config(folder)
     if not is_original_layout(config):
