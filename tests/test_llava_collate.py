@@ -145,7 +145,8 @@ def test_unknown_template_raises():
 
 def test_templates_hold_placeholders():
     for template in TEMPLATES.values():
-        assert "{image}" in template.prompt and "{question}" in template.prompt
+        assert "{image}" in template.prompt
+        assert "{question}" in template.prompt
         assert template.answer.startswith(("{answer}", " {answer}"))
         assert template.stop in template.answer
 

@@ -161,7 +161,7 @@ def v15_checkpoint(tmp_path):
     folder.mkdir()
     clip = save_clip(
         direct, tmp_path / "clip", same_weights=False
-    )  # config only: the checkpoint holds the weights
+    )  # config only: the checkpoint contains the weights
     save_sharded_safetensors(original_state(direct, "mlp2x_gelu", VOCAB, with_vision=True), folder)
     (folder / "config.json").write_text(
         json.dumps(original_config("llava_mistral", "mlp2x_gelu", str(clip), False))

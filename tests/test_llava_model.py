@@ -109,7 +109,8 @@ def test_paper_offline_names_source_and_fix(monkeypatch):
         build_llava("paper")
     message = str(error.value)
     assert PAPER_SOURCE in message
-    assert SOURCE_ENV in message and "--profile cpu" in message
+    assert SOURCE_ENV in message
+    assert "--profile cpu" in message
 
 
 def test_paper_missing_folder_raises(tmp_path):

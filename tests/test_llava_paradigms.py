@@ -47,7 +47,7 @@ PREFIX = {
 CONNECTOR = {"model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_1.bias"}
 HEAD = {"lm_head.weight", "model.language_model.embed_tokens.weight"}
 
-# Trainable names of every Table 2 paradigm under the paper convention.
+# Trainable names of every Table 2 paradigm under the paper convention (llava_arch.LLAVA_RULES).
 EXPECTED = {
     "LN,F,LN,F": VISION_LN | LLM_LN,
     "F,F,LN,F": LLM_LN,

@@ -95,7 +95,8 @@ def test_learning_rates_recorded(base, records):
     settings = TrainSettings(epochs=1, batch_size=4, learning_rate=1e-3)
     result = train_llava(bundle.model, records[:16], bundle.collator(), settings)
     assert result.steps == result.total_steps == 4
-    assert result.learning_rates[0] == 0.0 and result.learning_rates[1] == pytest.approx(1e-3)
+    assert result.learning_rates[0] == 0.0
+    assert result.learning_rates[1] == pytest.approx(1e-3)
     assert [row["step"] for row in result.history()] == [1, 2, 3, 4]
 
 
@@ -238,9 +239,11 @@ def test_two_processes_train_and_resume(tmp_path):
     first = _launch_two_processes(tmp_path, "--stop-after", "2", "--save-every", "1")
     assert first["num_processes"] == 2
     # 12 pairs in batches of 2 per process: 3 steps per epoch.
-    assert first["steps"] == 2 and first["total_steps"] == 3
+    assert first["steps"] == 2
+    assert first["total_steps"] == 3
     assert first["trainable_checksums"][0] == first["trainable_checksums"][1]
-    assert (tmp_path / "checkpoint-1").is_dir() and (tmp_path / "checkpoint-2").is_dir()
+    assert (tmp_path / "checkpoint-1").is_dir()
+    assert (tmp_path / "checkpoint-2").is_dir()
 
     resumed = _launch_two_processes(tmp_path, "--resume", "latest")
     assert resumed["start_step"] == 2
