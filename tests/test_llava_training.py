@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -219,8 +220,11 @@ def test_single_process_config_loads():
 def _launch_two_processes(out: Path, *extra: str) -> dict:
     # accelerate launch runs several CPU processes only through mpirun; torchrun starts the same
     # gloo process group that accelerate reads from the environment.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])  # a free port, so parallel test runs do not collide
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
         "-m", "medlnkit.llava_training", "--profile", "smoke", "--paradigm", "F,T,LN,T",
         "--out", str(out), "--max-train", "12", "--batch-size", "2", *extra,
     ]  # fmt: skip
