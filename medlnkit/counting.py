@@ -23,6 +23,7 @@ from transformers import BlipForQuestionAnswering
 
 from medlnkit import published
 from medlnkit.errors import MedlnkitError
+import medlnkit.models.llava  # noqa: F401  (registers the LLaVA rules and Prefix installer)
 from medlnkit.models.llava_arch import LLAVA_MED_LORA, LLAVA_MED_PREFIX, build_llava_med_v1
 from medlnkit.models.miss import paper_config
 from medlnkit.paradigms import parse_paradigm

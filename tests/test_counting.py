@@ -236,18 +236,6 @@ def test_llava_vision_lora_stays_in_vision():
     assert all(n.startswith("model.vision_tower.encoder.layers.") for n in names)
 
 
-def test_llava_prefix_forward_raises():
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, image_size=28, patch_size=14)  # fmt: skip
-    text = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=4)  # fmt: skip
-    model = build_llava_med_v1(LlavaConfig(vision_config=vision, text_config=text, image_token_index=60))
-    plan = apply_paradigm(model, "F,F,Prefix,F", "llava", "paper", prefix=LLAVA_MED_PREFIX)
-    assert any(n.startswith("model.language_model.prefix_encoder.") for n in plan.trainable)
-    with pytest.raises(NotImplementedError, match="Prefix"):
-        model(input_ids=torch.tensor([[1, 2, 3]]))
-
-
 # --- Errors, formatting and the command line -----------------------------------------------------
 
 

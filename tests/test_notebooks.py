@@ -39,6 +39,11 @@ def test_smoke_run_writes_run_folder(smoke_run):
         assert (smoke_run / "notebooks" / f"{name}.ipynb").exists()
     assert (smoke_run / "tables" / "table1_miss.csv").exists()
     assert (smoke_run / "figures" / "miss_loss_curves.png").stat().st_size > 10_000
+    assert (smoke_run / "tables" / "table2_llava.csv").exists()
+    assert (smoke_run / "figures" / "llava_loss_curves.png").stat().st_size > 10_000
+    for number in (3, 4, 5):
+        assert list((smoke_run / "tables").glob(f"table{number}_*.csv")), f"table {number} missing"
+    assert (smoke_run / "figures" / "figure3_loss_curves.png").exists()
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ LLaVA-Med v1 (Li et al., 2023; github.com/microsoft/LLaVA-Med, ``llava/model/lla
 The vocabulary is LLaMA's 32,000 tokens plus the four that LLaVA-Med's v0-style training script adds:
 ``[PAD]``, ``<im_patch>``, ``<im_start>`` and ``<im_end>`` (32,004 rows).
 
-Importing this module registers ``LLAVA_RULES`` for the ``llava`` architecture, and a Prefix installer
-that adds the prefix parameters to the language model for counting.
+Importing this module registers ``LLAVA_RULES`` for the ``llava`` architecture. The Prefix installer
+lives in ``medlnkit.models.llava``, which imports this module.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from medlnkit.tuning.apply import PREFIX_INSTALLERS, LoraSettings
-from medlnkit.tuning.prefix import PrefixEncoder, PrefixSettings
+from medlnkit.tuning.apply import LoraSettings
+from medlnkit.tuning.prefix import PrefixSettings
 from medlnkit.tuning.selectors import ArchitectureRules, register_rules
 
 LLAMA_VOCAB_SIZE = 32000
@@ -168,30 +168,4 @@ LLAVA_RULES = ArchitectureRules(
 )
 
 
-def _install_llava_prefix(model: nn.Module, group: str, settings: PrefixSettings) -> None:
-    """Attach a :class:`PrefixEncoder` to LLaVA's language model, for counting only."""
-    if group != "llm":
-        raise ValueError(f"Prefix-tuning applies to LLaVA's llm group, not {group!r}")
-    language_model = model.model.language_model
-    config = language_model.config
-    # Build on the model's device, so a model on the meta device gets no 1.1e9 real parameters.
-    with torch.device(language_model.embed_tokens.weight.device):
-        encoder = PrefixEncoder(
-            config.num_hidden_layers, config.hidden_size, config.num_attention_heads, settings
-        )
-    language_model.prefix_encoder = encoder
-    # NOTE: no LLaVA attention reads these prefixes yet, so a forward pass raises instead of
-    # silently training parameters that have no effect.
-    language_model.register_forward_pre_hook(_reject_prefix_forward)
-
-
-def _reject_prefix_forward(module: nn.Module, args) -> None:
-    raise NotImplementedError(
-        "Prefix-tuning's forward pass is not implemented for LLaVA: this model's prefix parameters "
-        "exist for parameter counting only"
-    )
-
-
 register_rules(LLAVA_RULES)
-# setdefault keeps an installer that a training module registered first.
-PREFIX_INSTALLERS.setdefault("llava", _install_llava_prefix)

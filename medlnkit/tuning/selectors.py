@@ -62,8 +62,8 @@ MISS_RULES = ArchitectureRules(
 
 RULES: dict[str, ArchitectureRules] = {"miss": MISS_RULES}
 
-# Modules that register the rules of an architecture when imported.
-_RULE_MODULES = {"llava": "medlnkit.models.llava_arch"}
+# Modules that register the rules (and the Prefix installer) of an architecture when imported.
+_RULE_MODULES = {"llava": "medlnkit.models.llava"}
 
 
 def register_rules(rules: ArchitectureRules) -> None:
