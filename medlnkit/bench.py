@@ -373,7 +373,7 @@ def format_bench(results: dict) -> str:
                   f"median of {section['timed_steps']} after {section['warmup_steps']} warm-up"]  # fmt: skip
         lines.append(
             f"{'method':<18}{'paradigm':<17}{'trainable':>13}{'step s':>9}{'x full':>8}{'cpu x':>7}"
-            f"{'memory MB':>11}{'x full':>8}{'state MB':>10}{'ckpt MB':>10}"
+            f"{'memory MB':>11}{'x full':>8}{'state MB':>10}{'ckpt MB':>10}{'load':>6}"
         )
         for key, record in section["methods"].items():
             if "error" in record:
@@ -386,6 +386,7 @@ def format_bench(results: dict) -> str:
                 f"{_number(ratio['step_cpu_time_over_full']):>7}"
                 f"{record['peak_increase_mb']:>11.0f}{_number(ratio['peak_memory_over_full']):>8}"
                 f"{record['training_state_mb']:>10.1f}{record['checkpoint_bytes'] / 2**20:>10.2f}"
+                f"{_number(record.get('load_average_1min_after'), 1):>6}"
             )
     lines.append("")
     for name, record in results["generation"].items():
@@ -455,12 +456,13 @@ def format_markdown(results: dict) -> str:
             f"{section['timed_steps']} steps after {section['warmup_steps']} warm-up:",
             "",
             _markdown_row(["method", "paradigm", "trainable", "step s", "x full", "CPU time x full",
-                           "training memory MB", "x full", "grads + AdamW MB", "checkpoint MB"]),  # fmt: skip
-            _markdown_row(["---"] * 10),
+                           "training memory MB", "x full", "grads + AdamW MB", "checkpoint MB",
+                           "load after"]),  # fmt: skip
+            _markdown_row(["---"] * 11),
         ]
         for key, record in section["methods"].items():
             if "error" in record:
-                lines.append(_markdown_row([key, "error", record["error"], *[""] * 7]))
+                lines.append(_markdown_row([key, "error", record["error"], *[""] * 8]))
                 continue
             ratio = section["ratios"][key]
             lines.append(
@@ -470,6 +472,7 @@ def format_markdown(results: dict) -> str:
                     _number(ratio["step_cpu_time_over_full"]), f"{record['peak_increase_mb']:,.0f}",
                     _number(ratio["peak_memory_over_full"]), f"{record['training_state_mb']:,.1f}",
                     f"{record['checkpoint_bytes'] / 2**20:,.2f}",
+                    _number(record.get("load_average_1min_after"), 1),
                 ])  # fmt: skip
             )
     lines += ["", _markdown_row(["model", "target", "value", "bound", "result"]), _markdown_row(["---"] * 5)]

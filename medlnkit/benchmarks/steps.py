@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -88,6 +89,7 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
     peak = peak_rss_bytes()
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     final_loss = loss.item()
     if not math.isfinite(final_loss):
         raise ValueError(f"method {method.key}: the loss became {final_loss}")
@@ -121,4 +123,7 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
         "checkpoint_bytes": checkpoint_bytes,
         "final_loss": final_loss,
         "torch_threads": torch.get_num_threads(),
+        # Runnable processes averaged over the last minute: above the core count, other work
+        # competed for the cores during these steps and slowed them.
+        "load_average_1min_after": load_after,
     }
