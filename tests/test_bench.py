@@ -29,8 +29,11 @@ HEADLINE = (
     "ln_over_full_step_time",
     "ln_over_full_peak_memory",
     "ln_over_full_peak_rss",
+    "ln_over_full_training_tensors",
     "ln_over_peft_ln_step_time",
+    "ln_over_peft_ln_separate_step_time",
     "ln_over_peft_ln_peak_memory",
+    "ln_over_peft_ln_tensor_memory",
     "ln_over_peft_ln_checkpoint_size",
     "batched_over_sequential_generation",
 )
@@ -42,6 +45,8 @@ STEP_FIELDS = (
     "peak_rss_mb",
     "peak_increase_mb",
     "training_state_mb",
+    "saved_for_backward_mb",
+    "tensor_memory_mb",
     "final_loss",
 )
 
@@ -117,6 +122,21 @@ def test_tiny_run_trains_what_each_method_selects(tiny_results, model, frozen_vi
     # Frozen weights carry no gradient and no AdamW state. That state is counted exactly, unlike RSS.
     assert methods["LN"]["training_state_mb"] < full["training_state_mb"] / 100
     assert methods["LN"]["checkpoint_bytes"] < full["checkpoint_bytes"] / 100
+    # Autograd keeps a linear layer's input only when its weight trains.
+    assert methods["LN"]["saved_for_backward_mb"] < full["saved_for_backward_mb"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tiny_run_kit_ln_against_peft(tiny_results, model):
+    _require(model)
+    section = tiny_results[0]["training_steps"][model]
+    kit, peft = section["methods"]["LN"], section["methods"]["peft-LN"]
+    # The same computation saves the same activations; peft also keeps a copy of every tuned layer.
+    assert kit["saved_for_backward_mb"] == peft["saved_for_backward_mb"]
+    assert kit["tensor_memory_mb"] < peft["tensor_memory_mb"]
+    paired = section["ln_against_peft_ln"]
+    assert len(paired["ratios"]) == getattr(SIZES["tiny"], model).paired_steps
+    assert _is_number(paired["ratio_median"])
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -60,14 +60,28 @@ def save_trainable(module: torch.nn.Module, method: Method, folder: Path) -> int
     return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
 
 
-def measure_training_step(workload: Workload, method: Method, warmup: int, repeats: int) -> dict:
-    """Run ``warmup + repeats`` training steps of ``method`` and return times, memory and checkpoint size.
+def saved_for_backward_bytes(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:
+    """Run one forward pass and return the bytes of the tensors autograd saves for the backward pass.
 
-    Memory is the process's peak RSS during the steps minus its RSS just before them, i.e. what
-    training adds to the loaded model and batch: activations kept for backward, gradients and
-    AdamW state. The first steps are warm-up (AdamW allocates its state there) and are excluded
-    from the time but not from the peak.
+    Storages are counted once, however many tensors view them, and parameters and buffers are left
+    out: this is the activation memory a method keeps, independent of the allocator.
     """
+    own = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in own:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = module(**batch).loss
+    del loss  # frees the graph and the saved tensors
+    return sum(saved.values())
+
+
+def _prepare(workload: Workload, method: Method):
     network, batch, architecture = build_workload(workload)
     module = apply_method(network, architecture, method)
     parameters = [p for p in module.parameters() if p.requires_grad]
@@ -75,6 +89,26 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
         raise ValueError(f"method {method.key} ({method.paradigm}) left no parameter trainable")
     optimizer = torch.optim.AdamW(parameters, lr=1e-5, weight_decay=0.05)
     module.train()
+    return network, module, parameters, optimizer, batch
+
+
+def _train_step(module: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    loss = module(**batch).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def measure_training_step(workload: Workload, method: Method, warmup: int, repeats: int) -> dict:
+    """Run ``warmup + repeats`` training steps of ``method`` and return times, memory and checkpoint size.
+
+    Memory is the process's peak RSS during the steps minus its RSS just before them, i.e. what
+    training adds to the loaded model and batch: activations kept for backward, gradients and
+    AdamW state. The first steps are warm-up (AdamW allocates its state there) and are excluded
+    from the time but not from the peak. The same parts are also counted exactly from the tensors.
+    """
+    network, module, parameters, optimizer, batch = _prepare(workload, method)
 
     release_free_memory()
     rss_before = current_rss_bytes()
@@ -82,10 +116,7 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
     seconds, cpu_seconds = [], []
     for _ in range(warmup + repeats):
         started, cpu_started = time.perf_counter(), time.process_time()
-        loss = module(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = _train_step(module, batch, optimizer)
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
     peak = peak_rss_bytes()
@@ -95,6 +126,8 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
         raise ValueError(f"method {method.key}: the loss became {final_loss}")
 
     state_bytes = training_state_bytes(parameters, optimizer)
+    model_bytes = _tensor_bytes(module.parameters()) + _tensor_bytes(module.buffers())
+    saved_bytes = saved_for_backward_bytes(module, batch)
     del optimizer
     with tempfile.TemporaryDirectory(prefix="medlnkit-bench-") as folder:
         checkpoint_bytes = save_trainable(module, method, Path(folder))
@@ -120,10 +153,49 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
         "peak_increase_mb": (peak - rss_before) / MB,
         "peak_measure": "VmHWM reset before the first step" if peak_was_reset else "ru_maxrss since start",
         "training_state_mb": state_bytes / MB,
+        "saved_for_backward_mb": saved_bytes / MB,
+        # Parameters and buffers (peft's copies of the tuned layers included), gradients, AdamW
+        # state and saved activations: the tensors alive at the end of a forward pass in training.
+        "tensor_memory_mb": (model_bytes + state_bytes + saved_bytes) / MB,
         "checkpoint_bytes": checkpoint_bytes,
         "final_loss": final_loss,
         "torch_threads": torch.get_num_threads(),
         # Runnable processes averaged over the last minute: above the core count, other work
         # competed for the cores during these steps and slowed them.
         "load_average_1min_after": load_after,
+    }
+
+
+def measure_paired_step_time(workload: Workload, first: Method, second: Method, warmup: int, pairs: int) -> dict:
+    """Time two methods on identical copies of one model, alternating their steps, in one process.
+
+    Each pair runs one step of each method back to back, in alternating order, so a change in the
+    machine's load affects both sides of a pair alike. The result is the median of the per-pair
+    time ratios ``first / second``. Memory is not measured here (both models share the process).
+    """
+    sides = [_prepare(workload, method) for method in (first, second)]
+    for _ in range(warmup):
+        for _network, module, _parameters, optimizer, batch in sides:
+            _train_step(module, batch, optimizer)
+    seconds: list[list[float]] = [[], []]
+    for index in range(pairs):
+        order = (0, 1) if index % 2 == 0 else (1, 0)
+        for side in order:
+            _network, module, _parameters, optimizer, batch = sides[side]
+            started = time.perf_counter()
+            _train_step(module, batch, optimizer)
+            seconds[side].append(time.perf_counter() - started)
+    ratios = [a / b for a, b in zip(*seconds)]
+    return {
+        "first": first.key,
+        "second": second.key,
+        "pairs": pairs,
+        "first_seconds": seconds[0],
+        "second_seconds": seconds[1],
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
