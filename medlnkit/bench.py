@@ -381,6 +381,11 @@ def _number(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _phases(record: dict) -> str:
+    keys = ("forward_seconds_median", "backward_seconds_median", "optimizer_seconds_median")
+    return " / ".join(_number(record.get(key)) for key in keys)
+
+
 def _paired_line(record: dict | None) -> str:
     if record is None or "error" in record:
         return f"LN against peft-LN, alternating steps: {(record or {}).get('error', 'not measured')}"
@@ -407,7 +412,7 @@ def format_bench(results: dict) -> str:
         lines += ["", f"training step, {section['model']}, batch {section['batch_size']}, "
                   f"median of {section['timed_steps']} after {section['warmup_steps']} warm-up"]  # fmt: skip
         lines.append(
-            f"{'method':<18}{'paradigm':<17}{'trainable':>13}{'step s':>9}{'x full':>8}{'cpu x':>7}"
+            f"{'method':<18}{'paradigm':<17}{'trainable':>13}{'step s':>9}{'fwd/bwd/opt s':>17}{'x full':>8}{'cpu x':>7}"
             f"{'memory MB':>11}{'x full':>8}{'state MB':>10}{'saved MB':>10}{'ckpt MB':>10}{'load':>6}"
         )
         for key, record in section["methods"].items():
@@ -417,7 +422,7 @@ def format_bench(results: dict) -> str:
             ratio = section["ratios"][key]
             lines.append(
                 f"{key:<18}{record['paradigm']:<17}{record['trainable_parameters']:>13,}"
-                f"{record['step_seconds_median']:>9.2f}{_number(ratio['step_time_over_full']):>8}"
+                f"{record['step_seconds_median']:>9.2f}{_phases(record):>17}{_number(ratio['step_time_over_full']):>8}"
                 f"{_number(ratio['step_cpu_time_over_full']):>7}"
                 f"{record['peak_increase_mb']:>11.0f}{_number(ratio['peak_memory_over_full']):>8}"
                 f"{record['training_state_mb']:>10.1f}{record['saved_for_backward_mb']:>10.1f}"
@@ -491,20 +496,21 @@ def format_markdown(results: dict) -> str:
             f"Training step, {section['model']}; batch {section['batch_size']}, median of "
             f"{section['timed_steps']} steps after {section['warmup_steps']} warm-up:",
             "",
-            _markdown_row(["method", "paradigm", "trainable", "step s", "x full", "CPU time x full",
+            _markdown_row(["method", "paradigm", "trainable", "step s", "forward / backward / AdamW s",
+                           "x full", "CPU time x full",
                            "training memory MB", "x full", "grads + AdamW MB", "saved activations MB",
                            "checkpoint MB", "load after"]),  # fmt: skip
-            _markdown_row(["---"] * 12),
+            _markdown_row(["---"] * 13),
         ]
         for key, record in section["methods"].items():
             if "error" in record:
-                lines.append(_markdown_row([key, "error", record["error"], *[""] * 9]))
+                lines.append(_markdown_row([key, "error", record["error"], *[""] * 10]))
                 continue
             ratio = section["ratios"][key]
             lines.append(
                 _markdown_row([
                     key, f"`{record['paradigm']}`", f"{record['trainable_parameters']:,}",
-                    f"{record['step_seconds_median']:.2f}", _number(ratio["step_time_over_full"]),
+                    f"{record['step_seconds_median']:.2f}", _phases(record), _number(ratio["step_time_over_full"]),
                     _number(ratio["step_cpu_time_over_full"]), f"{record['peak_increase_mb']:,.0f}",
                     _number(ratio["peak_memory_over_full"]), f"{record['training_state_mb']:,.1f}",
                     f"{record['saved_for_backward_mb']:,.1f}", f"{record['checkpoint_bytes'] / 2**20:,.2f}",

@@ -41,6 +41,9 @@ HEADLINE = (
 STEP_FIELDS = (
     "step_seconds_median",
     "step_seconds_spread",
+    "forward_seconds_median",
+    "backward_seconds_median",
+    "optimizer_seconds_median",
     "rss_before_mb",
     "peak_rss_mb",
     "peak_increase_mb",

@@ -92,12 +92,19 @@ def _prepare(workload: Workload, method: Method):
     return network, module, parameters, optimizer, batch
 
 
-def _train_step(module: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+def _train_step(
+    module: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer
+) -> tuple[torch.Tensor, list[float]]:
+    """Run one step; return the loss and the wall times of forward, backward and the optimizer step."""
+    marks = [time.perf_counter()]
     loss = module(**batch).loss
+    marks.append(time.perf_counter())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    marks.append(time.perf_counter())
     optimizer.step()
-    return loss
+    marks.append(time.perf_counter())
+    return loss, [end - start for start, end in zip(marks, marks[1:])]
 
 
 def measure_training_step(workload: Workload, method: Method, warmup: int, repeats: int) -> dict:
@@ -113,12 +120,13 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
     release_free_memory()
     rss_before = current_rss_bytes()
     peak_was_reset = reset_peak_rss()
-    seconds, cpu_seconds = [], []
+    seconds, cpu_seconds, phases = [], [], []
     for _ in range(warmup + repeats):
         started, cpu_started = time.perf_counter(), time.process_time()
-        loss = _train_step(module, batch, optimizer)
+        loss, phase_seconds = _train_step(module, batch, optimizer)
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
+        phases.append(phase_seconds)
     peak = peak_rss_bytes()
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     final_loss = loss.item()
@@ -146,6 +154,10 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
         # (max - min) / median of the timed steps: a rough measure of the timing noise.
         "step_seconds_spread": (max(timed) - min(timed)) / statistics.median(timed),
         "warmup_seconds": seconds[:warmup],
+        # Medians over the timed steps of each phase; zero_grad is counted with backward.
+        "forward_seconds_median": statistics.median(p[0] for p in phases[warmup:]),
+        "backward_seconds_median": statistics.median(p[1] for p in phases[warmup:]),
+        "optimizer_seconds_median": statistics.median(p[2] for p in phases[warmup:]),
         # CPU time of all threads: less sensitive than wall time to other processes on the cores.
         "step_cpu_seconds_median": statistics.median(cpu_seconds[warmup:]),
         "rss_before_mb": rss_before / MB,
