@@ -77,9 +77,10 @@ def train_model(
             loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise ValueError(f"loss became {loss.item()} at step {result.steps + 1}: lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            # Freed here, not before backward, so the next forward pass runs without them.
+            optimizer.zero_grad(set_to_none=True)
             result.steps += 1
             result.losses.append(loss.item())
             result.epochs.append(epoch)

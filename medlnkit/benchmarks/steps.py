@@ -1,7 +1,7 @@
 """Time one training step and measure its memory and checkpoint, for one method in one process.
 
 A step is what :func:`medlnkit.training.train_model` does per batch: forward with the loss,
-``zero_grad(set_to_none=True)``, backward, and an AdamW step over the trainable parameters only.
+backward, an AdamW step over the trainable parameters only, and ``zero_grad(set_to_none=True)``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ def _tensor_bytes(tensors) -> int:
 
 
 def training_state_bytes(parameters: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> int:
-    """Return the bytes of the gradients and the optimizer state (AdamW: two moments per weight)."""
-    gradients = _tensor_bytes(p.grad for p in parameters if p.grad is not None)
+    """Return the bytes of the gradients and the optimizer state (AdamW: two moments per weight).
+
+    The gradients are freed after each step, so they are counted from the parameters: during
+    backward and the optimizer step every trainable parameter holds a gradient of its own size.
+    """
+    gradients = _tensor_bytes(parameters)
     state = sum(_tensor_bytes(values.values()) for values in optimizer.state.values())
     return gradients + state
 
@@ -99,10 +103,10 @@ def _train_step(
     marks = [time.perf_counter()]
     loss = module(**batch).loss
     marks.append(time.perf_counter())
-    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     marks.append(time.perf_counter())
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     marks.append(time.perf_counter())
     return loss, [end - start for start, end in zip(marks, marks[1:])]
 
@@ -154,7 +158,7 @@ def measure_training_step(workload: Workload, method: Method, warmup: int, repea
         # (max - min) / median of the timed steps: a rough measure of the timing noise.
         "step_seconds_spread": (max(timed) - min(timed)) / statistics.median(timed),
         "warmup_seconds": seconds[:warmup],
-        # Medians over the timed steps of each phase; zero_grad is counted with backward.
+        # Medians over the timed steps of each phase; zero_grad is counted with the optimizer step.
         "forward_seconds_median": statistics.median(p[0] for p in phases[warmup:]),
         "backward_seconds_median": statistics.median(p[1] for p in phases[warmup:]),
         "optimizer_seconds_median": statistics.median(p[2] for p in phases[warmup:]),
