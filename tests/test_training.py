@@ -13,7 +13,7 @@ from medlnkit.training import train_model
 
 
 class Recorder(nn.Module):
-    """A one-layer regression that notes, at each forward pass, whether gradients are still held."""
+    """A one-layer regression that notes, at each forward pass, whether any gradient is still stored."""
 
     def __init__(self, scale: float = 1.0):
         super().__init__()
@@ -42,7 +42,7 @@ def settings(**changes):
     return TrainSettings(**values)
 
 
-def test_gradients_are_freed_before_each_forward_pass():
+def test_gradients_freed_before_forward():
     model = Recorder()
     result = train_model(model, records(), collate, settings())
     assert result.steps == 4
@@ -60,7 +60,7 @@ def test_non_finite_loss_names_the_step():
         train_model(Recorder(scale=float("nan")), records(), collate, settings())
 
 
-def test_frozen_model_is_refused():
+def test_frozen_model_rejected():
     model = Recorder()
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no parameter is trainable"):
