@@ -139,6 +139,18 @@ def test_score_vqa_allow_empty_scores_wrong(tmp_path):
     assert scores["closed_accuracy"] == 0.5
 
 
+def test_cli_score_empty_prediction(capsys, tmp_path):
+    predictions = write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "prediction": " "}])
+    references = write_jsonl(tmp_path / "r.jsonl", [{"id": "1", "answer": "yes", "answer_type": "CLOSED"}])
+    code, _, err = run_cli(capsys, "vqa", predictions, references)
+    assert code == 2
+    assert "1 predictions are empty: '1'" in err
+    assert "medlnkit score --allow-empty" in err
+    code, out, err = run_cli(capsys, "vqa", predictions, references, "--allow-empty", "--json")
+    assert code == 0, err
+    assert json.loads(out)["closed_accuracy"] == 0.0
+
+
 def test_score_report_values(tmp_path, wordnet_ready):
     predictions = write_jsonl(tmp_path / "p.jsonl", REPORT_PREDICTIONS)
     references = write_jsonl(tmp_path / "r.jsonl", REPORT_REFERENCES)

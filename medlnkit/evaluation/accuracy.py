@@ -163,7 +163,7 @@ def check_not_empty(predictions: Mapping[str, str]) -> None:
         raise DataError(
             f"{len(empty)} predictions are empty: {format_ids(empty)}. An empty prediction "
             "usually means generation or the prediction file went wrong; to score empty "
-            "answers as wrong, pass allow_empty=True"
+            "answers as wrong, pass allow_empty=True (on the command line: medlnkit score --allow-empty)"
         )
 
 
