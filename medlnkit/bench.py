@@ -131,6 +131,34 @@ TARGETS = (
 )
 
 
+# The default profile's whole notebook sequence (``make run``), read from its run folder.
+RUN_PROFILE = "cpu"
+RUN_MINUTES_BOUND = 15.0
+RUN_CORES = 2
+
+
+def evaluate_run_target(notebook_runs: dict) -> dict:
+    """Judge the default profile's notebook sequence against its bound of 15 minutes on 2 cores.
+
+    ``met`` is None when no complete run was read, or when that run had another number of cores.
+    """
+    record = notebook_runs.get(RUN_PROFILE) or {}
+    minutes = record["notebooks_seconds"] / 60 if "notebooks_seconds" in record else None
+    met = None
+    if minutes is not None and record.get("complete") and record.get("cpu_count") == RUN_CORES:
+        met = minutes <= RUN_MINUTES_BOUND
+    return {
+        "model": f"{RUN_PROFILE} run",
+        "key": "notebook_sequence_minutes",
+        "description": f"the {RUN_PROFILE} profile's notebook sequence under {RUN_MINUTES_BOUND:.0f} "
+        f"minutes on {RUN_CORES} cores",
+        "bound": RUN_MINUTES_BOUND,
+        "comparison": "<=",
+        "value": minutes,
+        "met": met,
+    }
+
+
 def get_size(name: str) -> BenchSize:
     """Return the settings of a benchmark size, raising MedlnkitError for an unknown name."""
     if name not in SIZES:
@@ -363,6 +391,7 @@ def run_bench(quick: bool = False, out: Path | None = None, size: str | None = N
     results["targets"] = [
         target for model, summary in results["summary"].items() for target in evaluate_targets(summary, model)
     ]
+    results["targets"].append(evaluate_run_target(results["notebook_runs"]))
     results["machine"]["load_average_at_end"] = _load_average()
     results["seconds"] = time.perf_counter() - started
 
@@ -370,6 +399,23 @@ def run_bench(quick: bool = False, out: Path | None = None, size: str | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     logger.info("wrote %s", path)
+    return results
+
+
+def load_results(path: Path) -> dict:
+    """Read a results file that :func:`run_bench` wrote, raising MedlnkitError when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedlnkitError(f"results file {path} was not found: pass a file under bench/results/")
+    try:
+        results = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MedlnkitError(f"results file {path} is not valid JSON ({error}): pass a file that medlnkit bench wrote") from error
+    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
+        raise MedlnkitError(
+            f"results file {path} is not a medlnkit bench results file of schema version {SCHEMA_VERSION}: "
+            "rerun medlnkit bench to write one"
+        )
     return results
 
 
@@ -412,7 +458,7 @@ def format_bench(results: dict) -> str:
         lines += ["", f"training step, {section['model']}, batch {section['batch_size']}, "
                   f"median of {section['timed_steps']} after {section['warmup_steps']} warm-up"]  # fmt: skip
         lines.append(
-            f"{'method':<18}{'paradigm':<17}{'trainable':>13}{'step s':>9}{'fwd/bwd/opt s':>17}{'x full':>8}{'cpu x':>7}"
+            f"{'method':<18}{'paradigm':<17}{'trainable':>13}{'step s':>9}  {'fwd / bwd / opt s':<20}{'x full':>6}{'cpu x':>7}"
             f"{'memory MB':>11}{'x full':>8}{'state MB':>10}{'saved MB':>10}{'ckpt MB':>10}{'load':>6}"
         )
         for key, record in section["methods"].items():
@@ -422,7 +468,7 @@ def format_bench(results: dict) -> str:
             ratio = section["ratios"][key]
             lines.append(
                 f"{key:<18}{record['paradigm']:<17}{record['trainable_parameters']:>13,}"
-                f"{record['step_seconds_median']:>9.2f}{_phases(record):>17}{_number(ratio['step_time_over_full']):>8}"
+                f"{record['step_seconds_median']:>9.2f}  {_phases(record):<20}{_number(ratio['step_time_over_full']):>6}"
                 f"{_number(ratio['step_cpu_time_over_full']):>7}"
                 f"{record['peak_increase_mb']:>11.0f}{_number(ratio['peak_memory_over_full']):>8}"
                 f"{record['training_state_mb']:>10.1f}{record['saved_for_backward_mb']:>10.1f}"
@@ -451,7 +497,13 @@ def format_bench(results: dict) -> str:
     for profile, record in results["notebook_runs"].items():
         if "notebooks_seconds" in record:
             wall = f", wall {record['wall_seconds']:.0f} s" if "wall_seconds" in record else ""
-            where = "" if "wall_seconds" in record else f" (read from {record['run_dir']})"
+            where = ""
+            if "wall_seconds" not in record:
+                commit = (record.get("git_commit") or "unknown")[:10]
+                where = (
+                    f" (read from {record['run_dir']}: commit {commit}, {record.get('cpu_count')} cores, "
+                    f"started {record.get('started')}{'' if record.get('complete') else ', incomplete'})"
+                )
             lines.append(f"notebook run {profile}: notebooks {record['notebooks_seconds']:.0f} s{wall}{where}")
         else:
             lines.append(f"notebook run {profile}: {record.get('error') or record.get('skipped')}")
@@ -459,7 +511,7 @@ def format_bench(results: dict) -> str:
     for target in results["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         lines.append(
-            f"  {target['model']:<6}{verdict:<13}{target['description']}: {_number(target['value'], 3)} "
+            f"  {target['model']:<9}{verdict:<13}{target['description']}: {_number(target['value'], 3)} "
             f"{target['comparison']} {target['bound']}"
         )
     return "\n".join(lines)
@@ -468,6 +520,54 @@ def format_bench(results: dict) -> str:
 
 def _markdown_row(cells) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _markdown_other_parts(results: dict) -> list[str]:
+    """Return the generation, counting and notebook-run tables of :func:`format_markdown`."""
+    lines = [
+        _markdown_row(["generation", "questions", "batch", "batched questions/s", "one at a time questions/s",
+                       "batched x one at a time", "answers identical"]),  # fmt: skip
+        _markdown_row(["---"] * 7),
+    ]
+    for name, record in results["generation"].items():
+        if "error" in record or "skipped" in record:
+            lines.append(_markdown_row([name, record.get("error") or record.get("skipped"), *[""] * 5]))
+            continue
+        lines.append(
+            _markdown_row([
+                name, record["questions"], record["batch_size"], f"{record['batched_questions_per_second']:.2f}",
+                f"{record['sequential_questions_per_second']:.2f}", f"{record['batched_over_sequential']:.1f}",
+                f"{record['answers_identical']}/{record['questions']}",
+            ])  # fmt: skip
+        )
+    lines += [
+        "",
+        _markdown_row(["counting (meta device)", "paradigm", "parameters", "first call s", "later calls s"]),
+        _markdown_row(["---"] * 5),
+    ]
+    for record in results["counting"]:
+        if "error" in record:
+            lines.append(_markdown_row(["error", record["error"], "", "", ""]))
+            continue
+        lines.append(
+            _markdown_row([record["model"], f"`{record['paradigm']}`", f"{record['total_parameters']:,}",
+                           f"{record['first_seconds']:.2f}", f"{record['median_seconds']:.2f}"])  # fmt: skip
+        )
+    lines += ["", _markdown_row(["notebook sequence", "notebooks s", "source"]), _markdown_row(["---"] * 3)]
+    for profile, record in results["notebook_runs"].items():
+        if "notebooks_seconds" not in record:
+            lines.append(_markdown_row([profile, "-", record.get("error") or record.get("skipped")]))
+            continue
+        if "wall_seconds" in record:
+            source = f"timed by the benchmark: `{record['command']}`, wall {record['wall_seconds']:.0f} s"
+        else:
+            commit = (record.get("git_commit") or "unknown")[:10]
+            source = (
+                f"read from `{record['run_dir']}` (commit {commit}, {record.get('cpu_count')} cores, "
+                f"started {record.get('started')}{'' if record.get('complete') else ', incomplete'})"
+            )
+        lines.append(_markdown_row([profile, f"{record['notebooks_seconds']:.0f}", source]))
+    return lines
 
 
 def format_markdown(results: dict) -> str:
@@ -518,6 +618,7 @@ def format_markdown(results: dict) -> str:
                 ])  # fmt: skip
             )
         lines += ["", _paired_line(section.get("ln_against_peft_ln")) + "."]
+    lines += ["", *_markdown_other_parts(results)]
     lines += ["", _markdown_row(["model", "target", "value", "bound", "result"]), _markdown_row(["---"] * 5)]
     for target in results["targets"]:
         verdict = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]

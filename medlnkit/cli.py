@@ -103,6 +103,14 @@ def _add_bench(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller models")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, default=None, help="results file (JSON)")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables, as in docs/benchmarks.md")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="print the tables of an earlier results file instead of measuring",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +173,18 @@ def _command_score(args) -> int:
 
 
 def _command_bench(args) -> int:
-    from medlnkit.bench import format_bench, run_bench
+    from medlnkit.bench import format_bench, format_markdown, load_results, run_bench
 
-    results = run_bench(quick=args.quick, out=args.out)
-    print(json.dumps(results, indent=2) if args.json else format_bench(results))
+    if args.render is not None:
+        results = load_results(args.render)
+    else:
+        results = run_bench(quick=args.quick, out=args.out)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif args.markdown:
+        print(format_markdown(results))
+    else:
+        print(format_bench(results))
     return 0
 
 

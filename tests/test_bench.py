@@ -14,6 +14,7 @@ from medlnkit.bench import (
     SIZES,
     TARGETS,
     default_results_path,
+    evaluate_run_target,
     evaluate_targets,
     format_bench,
     get_size,
@@ -23,6 +24,7 @@ from medlnkit.bench import (
 from medlnkit.benchmarks.isolation import WorkerError, run_isolated
 from medlnkit.benchmarks.runs import find_latest_run, read_run_timing
 from medlnkit.benchmarks.workloads import LLAVA_METHODS, MISS_METHODS
+from medlnkit.cli import main
 from medlnkit.errors import MedlnkitError
 
 HEADLINE = (
@@ -187,8 +189,9 @@ def test_tiny_run_skips_notebook_runs_with_reasons(tiny_results):
 
 def test_tiny_run_judges_every_target(tiny_results):
     targets = tiny_results[0]["targets"]
-    assert [(t["model"], t["key"]) for t in targets] == [(m, t.key) for m in ("miss", "llava") for t in TARGETS]
-    for target in targets:
+    expected = [(m, t.key) for m in ("miss", "llava") for t in TARGETS]
+    assert [(t["model"], t["key"]) for t in targets] == [*expected, ("cpu run", "notebook_sequence_minutes")]
+    for target in targets[:-1]:
         if target["model"] == "llava" and llava_unavailable():
             continue
         assert isinstance(target["met"], bool), target["key"]
@@ -266,6 +269,77 @@ def test_read_run_timing_flags_missing_notebooks(tmp_path):
 def test_read_run_timing_rejects_other_folders(tmp_path):
     with pytest.raises(MedlnkitError, match="config.yaml not found"):
         read_run_timing(tmp_path)
+
+
+def _cpu_run(seconds=840.0, complete=True, cores=2) -> dict:
+    return {"notebooks_seconds": seconds, "complete": complete, "cpu_count": cores}
+
+
+@pytest.mark.parametrize(
+    "run, met",
+    [
+        (_cpu_run(), True),
+        (_cpu_run(seconds=901.0), False),
+        (_cpu_run(complete=False), None),
+        (_cpu_run(cores=16), None),
+        ({"skipped": "no runs/*-cpu folder"}, None),
+    ],
+)
+def test_run_target_verdicts(run, met):
+    target = evaluate_run_target({"cpu": run})
+    assert target["met"] is met
+    assert target["bound"] == 15.0
+
+
+def test_run_target_value_in_minutes():
+    assert evaluate_run_target({"cpu": _cpu_run(seconds=840.0)})["value"] == pytest.approx(14.0)
+    assert evaluate_run_target({})["value"] is None
+
+
+def test_read_run_timing_reads_env(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"00_tour": 12.5}, ["00_tour"])
+    env = {"git_commit": "abc123", "time": "2026-01-02T10:00:00", "cpu_count": 2, "torch_threads": 2}
+    (run / "env.json").write_text(json.dumps(env))
+    timing = read_run_timing(run)
+    assert timing["git_commit"] == "abc123"
+    assert timing["cpu_count"] == 2
+    assert timing["started"] == "2026-01-02T10:00:00"
+
+
+def test_cli_render_prints_stored_results(tiny_results, capsys):
+    _, out = tiny_results
+    assert main(["bench", "--render", str(out), "--markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "| LN | `LN,LN,LN` |" in text
+    assert "| generation | questions |" in text
+    assert "| llava-med-v1 | `F,F,LN,F` | 7,045,826,560 |" in text
+    assert "| notebook sequence | notebooks s | source |" in text
+
+
+def test_cli_render_terminal_tables(tiny_results, capsys):
+    _, out = tiny_results
+    assert main(["bench", "--render", str(out)]) == 0
+    assert "targets:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "was not found"),
+        ("{not json", "is not valid JSON"),
+        ('{"schema_version": 99}', "is not a medlnkit bench results file of schema version 1"),
+    ],
+)
+def test_cli_render_bad_file(tmp_path, capsys, content, message):
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["bench", "--render", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert str(path) in err
+    assert "Traceback" not in err
 
 
 def test_format_bench_shows_skipped_model(tiny_results):

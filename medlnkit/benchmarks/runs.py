@@ -45,9 +45,16 @@ def read_run_timing(run_dir: Path) -> dict:
     durations = notebook_durations(run_dir)
     planned = config.get("notebooks") or []
     missing = [name for name in planned if durations.get(name) is None]
+    # env.json, written by `medlnkit run`, records the machine and the commit of the run.
+    env_path = run_dir / "env.json"
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     return {
         "run_dir": str(run_dir),
         "profile": (config.get("profile") or {}).get("name"),
+        "started": env.get("time"),
+        "git_commit": env.get("git_commit"),
+        "cpu_count": env.get("cpu_count"),
+        "torch_threads": env.get("torch_threads"),
         "notebooks": durations,
         "notebooks_seconds": sum(v for v in durations.values() if v is not None),
         # A failed or interrupted run lacks some planned notebooks, and its sum is not a whole run.
