@@ -24,7 +24,13 @@ from medlnkit.llava_training import LlavaTrainOptions, train_llava
 from medlnkit.models.llava import LORA_SETTINGS, PREFIX_SETTINGS, LlavaBundle, build_llava, generate_answers
 from medlnkit.paradigms import parse_paradigm
 from medlnkit.profiles import Profile
-from medlnkit.sweep import paradigm_slug, progress_disabled
+from medlnkit.sweep import (
+    load_finished,
+    or_nan,
+    paradigm_slug,
+    step_progress,
+    write_paradigm_outputs,
+)
 from medlnkit.training import batches
 from medlnkit.tuning import apply_paradigm, report_for
 
@@ -110,28 +116,17 @@ def run_paradigm(
     run_dir = Path(out_dir) / SWEEP_FOLDER / paradigm_slug(paradigm)
     result_file = run_dir / "result.json"
     key = _settings_key(profile, splits, options)
-    if result_file.exists():
-        cached = json.loads(result_file.read_text())
-        if cached.get("settings_key") == key:
-            logger.info("LLaVA %s: reusing the finished run in %s", paradigm, run_dir)
-            return cached
+    cached = load_finished(result_file, key)
+    if cached is not None:
+        logger.info("LLaVA %s: reusing the finished run in %s", paradigm, run_dir)
+        return cached
 
     bundle = (base or build_llava(profile.llava_model, seed=settings.seed)).copy()
     plan = apply_paradigm(bundle.model, paradigm, "llava", lora=LORA_SETTINGS, prefix=PREFIX_SETTINGS)
     report = report_for(bundle.model, plan)
     collate = bundle.collator(settings.max_question_tokens, settings.max_answer_tokens)
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=None, desc=f"LLaVA {paradigm}", unit="step", disable=progress_disabled(quiet), leave=False
-    )
-
-    def show(step: int, total: int, loss: float) -> None:
-        bar.total = total
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.update(1)
-
+    bar, show = step_progress(f"LLaVA {paradigm}", quiet)
     logger.info(
         "LLaVA %s: training on %d pairs, %d trainable parameters",
         paradigm,
@@ -148,8 +143,8 @@ def run_paradigm(
     texts = text_scores(bundle, predictions, splits.test)
     logger.info(
         "LLaVA %s: open %.3f closed %.3f global %.3f (%.0f s)",
-        paradigm, _or_nan(scores["open_accuracy"]), _or_nan(scores["closed_accuracy"]),
-        _or_nan(scores["global_accuracy"]), result.seconds,
+        paradigm, or_nan(scores["open_accuracy"]), or_nan(scores["closed_accuracy"]),
+        or_nan(scores["global_accuracy"]), result.seconds,
     )  # fmt: skip
 
     record = {
@@ -180,26 +175,8 @@ def run_paradigm(
         "generation": asdict(bundle.generation),
         "weights": bundle.weight_sources,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(result.history()).to_csv(run_dir / "losses.csv", index=False)
-    with open(run_dir / "predictions.jsonl", "w") as handle:
-        for r in splits.test:
-            row = {
-                "id": r.qid,
-                "prediction": predictions[r.qid],
-                "answer": r.answer,
-                "answer_type": r.answer_type,
-            }
-            handle.write(json.dumps(row) + "\n")
-    # result.json is written last: its presence marks the paradigm as finished.
-    tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(result_file)
+    write_paradigm_outputs(run_dir, record, result.history(), splits.test, predictions)
     return record
-
-
-def _or_nan(value: float | None) -> float:
-    return float("nan") if value is None else value
 
 
 def run_llava_sweep(
@@ -226,7 +203,7 @@ def run_llava_sweep(
         for paradigm in paradigms:
             key = _settings_key(profile, splits, options)
             result_file = Path(out_dir) / SWEEP_FOLDER / paradigm_slug(paradigm) / "result.json"
-            cached = result_file.exists() and json.loads(result_file.read_text()).get("settings_key") == key
+            cached = load_finished(result_file, key) is not None
             if base is None and not cached:
                 base = build_llava(profile.llava_model, seed=profile.llava_train.seed)
             records.append(run_paradigm(profile, splits, paradigm, out_dir, base, quiet, options))

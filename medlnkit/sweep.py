@@ -72,11 +72,10 @@ def run_paradigm(profile: Profile, splits: VQASplits, paradigm: str, out_dir: Pa
     run_dir = Path(out_dir) / "miss" / paradigm_slug(paradigm)
     result_file = run_dir / "result.json"
     key = _settings_key(profile, splits)
-    if result_file.exists():
-        cached = json.loads(result_file.read_text())
-        if cached.get("settings_key") == key:
-            logger.info("MISS %s: reusing the finished run in %s", paradigm, run_dir)
-            return cached
+    cached = load_finished(result_file, key)
+    if cached is not None:
+        logger.info("MISS %s: reusing the finished run in %s", paradigm, run_dir)
+        return cached
 
     bundle = build_miss(profile.miss_model, seed=settings.seed)
     plan = apply_paradigm(bundle.model, paradigm, "miss")
@@ -84,15 +83,7 @@ def run_paradigm(profile: Profile, splits: VQASplits, paradigm: str, out_dir: Pa
     pixels = PixelCache(bundle.image_size, bundle.image_mean, bundle.image_std)
     collate = MissCollator(bundle.tokenizer, pixels, settings.max_question_tokens, settings.max_answer_tokens)
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=None, desc=f"MISS {paradigm}", unit="step", disable=progress_disabled(quiet), leave=False)
-
-    def show(step: int, total: int, loss: float) -> None:
-        bar.total = total
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.update(1)
-
+    bar, show = step_progress(f"MISS {paradigm}", quiet)
     logger.info("MISS %s: training on %d pairs, %d trainable parameters", paradigm, len(splits.train), report.trainable)
     result = train_model(bundle.model, splits.train, collate, settings, progress=show)
     bar.close()
@@ -101,8 +92,8 @@ def run_paradigm(profile: Profile, splits: VQASplits, paradigm: str, out_dir: Pa
     scores = vqa_accuracy(predictions, splits.test)
     logger.info(
         "MISS %s: open %.3f closed %.3f global %.3f (%.0f s)",
-        paradigm, _or_nan(scores["open_accuracy"]), _or_nan(scores["closed_accuracy"]),
-        _or_nan(scores["global_accuracy"]), result.seconds,
+        paradigm, or_nan(scores["open_accuracy"]), or_nan(scores["closed_accuracy"]),
+        or_nan(scores["global_accuracy"]), result.seconds,
     )  # fmt: skip
 
     record = {
@@ -127,20 +118,51 @@ def run_paradigm(profile: Profile, splits: VQASplits, paradigm: str, out_dir: Pa
         "final_loss": result.losses[-1],
         "weights": bundle.weight_sources,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(result.history()).to_csv(run_dir / "losses.csv", index=False)
-    with open(run_dir / "predictions.jsonl", "w") as handle:
-        for r in splits.test:
-            row = {"id": r.qid, "prediction": predictions[r.qid], "answer": r.answer, "answer_type": r.answer_type}
-            handle.write(json.dumps(row) + "\n")
-    # result.json is written last: its presence marks the paradigm as finished.
-    tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(result_file)
+    write_paradigm_outputs(run_dir, record, result.history(), splits.test, predictions)
     return record
 
 
-def _or_nan(value: float | None) -> float:
+def load_finished(result_file: Path, key: str) -> dict | None:
+    """Return the record in ``result_file`` when it exists and was run with settings ``key``, else None."""
+    if not result_file.exists():
+        return None
+    cached = json.loads(result_file.read_text())
+    return cached if cached.get("settings_key") == key else None
+
+
+def step_progress(label: str, quiet: bool | None):
+    """Return a tqdm bar for training steps and the ``progress(step, total, loss)`` callback that feeds it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, desc=label, unit="step", disable=progress_disabled(quiet), leave=False)
+
+    def show(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    return bar, show
+
+
+def write_paradigm_outputs(
+    run_dir: Path, record: dict, history: list[dict], test: Sequence, predictions: dict[str, str]
+) -> None:
+    """Write losses.csv, predictions.jsonl and, last, result.json, whose presence marks the paradigm finished."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(history).to_csv(run_dir / "losses.csv", index=False)
+    with open(run_dir / "predictions.jsonl", "w") as handle:
+        for r in test:
+            row = {"id": r.qid, "prediction": predictions[r.qid], "answer": r.answer, "answer_type": r.answer_type}
+            handle.write(json.dumps(row) + "\n")
+    # Written to a temporary file and renamed, so an interrupted write leaves no result.json.
+    result_file = run_dir / "result.json"
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(result_file)
+
+
+def or_nan(value: float | None) -> float:
+    """Return ``value``, or NaN for None, for %-formatting accuracies that may be missing."""
     return float("nan") if value is None else value
 
 
