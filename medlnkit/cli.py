@@ -101,9 +101,10 @@ def _add_score(subparsers) -> None:
 def _add_bench(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure step time, memory and artifact sizes")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller models")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument("--markdown", action="store_true", help="print Markdown tables, as in docs/benchmarks.md")
     parser.add_argument("--out", type=Path, default=None, help="results file (JSON)")
-    parser.add_argument("--markdown", action="store_true", help="print Markdown tables, as in docs/benchmarks.md")
     parser.add_argument(
         "--render",
         type=Path,
@@ -176,6 +177,11 @@ def _command_bench(args) -> int:
     from medlnkit.bench import format_bench, format_markdown, load_results, run_bench
 
     if args.render is not None:
+        if args.quick or args.out is not None:
+            raise MedlnkitError(
+                "--render prints a stored results file and measures nothing: drop --quick and --out, "
+                "or drop --render to run a new measurement"
+            )
         results = load_results(args.render)
     else:
         results = run_bench(quick=args.quick, out=args.out)

@@ -342,6 +342,13 @@ def test_cli_render_bad_file(tmp_path, capsys, content, message):
     assert "Traceback" not in err
 
 
+def test_cli_render_rejects_measurement_options(tmp_path, capsys):
+    assert main(["bench", "--render", str(tmp_path / "results.json"), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "--render prints a stored results file" in err
+    assert "drop --quick and --out" in err
+
+
 def test_format_bench_shows_skipped_model(tiny_results):
     results = json.loads(json.dumps(tiny_results[0]))
     results["training_steps"]["llava"] = {"skipped": "no LLaVA builders"}
