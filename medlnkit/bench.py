@@ -12,6 +12,9 @@ One run measures, each in a fresh worker process (see :mod:`medlnkit.benchmarks.
 
 Sizes: ``full`` (MISS-base at 480 px, the default), ``quick`` (MISS-base at 224 px, fewer repeats)
 and ``tiny`` (the smoke model, for tests; its figures mean nothing). Results are written as JSON.
+
+NOTE: every measurement runs on the CPU, memory included (RSS). There is no CUDA path yet, so the
+7B LLaVA-Med architecture is counted here but never trained.
 """
 
 from __future__ import annotations
