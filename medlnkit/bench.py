@@ -140,17 +140,33 @@ RUN_MINUTES_BOUND = 15.0
 RUN_CORES = 2
 
 
+def _run_not_judged(record: dict) -> str | None:
+    """Return why a cpu run record cannot be judged against the 15-minute bound, or None when it can."""
+    if "notebooks_seconds" not in record:
+        return record.get("error") or record.get("skipped") or "no run was read"
+    where = record.get("run_dir", "the run folder")
+    if not record.get("whole_sequence"):
+        return f"{where} ran only some notebooks (--only); run `make run` for the whole sequence"
+    if record.get("data_dir"):
+        return f"{where} read {record['data_dir']}, not the embedded sample of the default run"
+    if not record.get("complete"):
+        lost = [*record.get("missing_notebooks", []), *record.get("failed_notebooks", [])]
+        return f"{where} did not finish: {', '.join(lost) or 'notebooks missing'}"
+    if record.get("cpu_count") != RUN_CORES:
+        return f"{where} ran on {record.get('cpu_count') or 'an unknown number of'} cores, not {RUN_CORES}"
+    return None
+
+
 def evaluate_run_target(notebook_runs: dict) -> dict:
     """Judge the default profile's notebook sequence against its bound of 15 minutes on 2 cores.
 
-    ``met`` is None when no complete run was read, or when that run had another number of cores.
+    ``met`` is None, with the reason in ``not_judged``, unless the run read is the whole sequence on
+    the embedded sample, finished, on 2 cores.
     """
     record = notebook_runs.get(RUN_PROFILE) or {}
     minutes = record["notebooks_seconds"] / 60 if "notebooks_seconds" in record else None
-    met = None
-    if minutes is not None and record.get("complete") and record.get("cpu_count") == RUN_CORES:
-        met = minutes <= RUN_MINUTES_BOUND
-    return {
+    reason = _run_not_judged(record)
+    target = {
         "model": f"{RUN_PROFILE} run",
         "key": "notebook_sequence_minutes",
         "description": f"the {RUN_PROFILE} profile's notebook sequence under {RUN_MINUTES_BOUND:.0f} "
@@ -158,8 +174,11 @@ def evaluate_run_target(notebook_runs: dict) -> dict:
         "bound": RUN_MINUTES_BOUND,
         "comparison": "<=",
         "value": minutes,
-        "met": met,
+        "met": None if reason else minutes <= RUN_MINUTES_BOUND,
     }
+    if reason:
+        target["not_judged"] = reason
+    return target
 
 
 def get_size(name: str) -> BenchSize:
@@ -170,10 +189,51 @@ def get_size(name: str) -> BenchSize:
 
 
 def default_results_path(size: str, today: dt.date | None = None) -> Path:
-    """Return ``bench/results/bench-<date>.json`` (``bench-<date>-<size>.json`` for other sizes)."""
+    """Return ``bench/results/bench-<date>.json`` (``bench-<date>-<size>.json`` for other sizes).
+
+    When that file exists, ``-2``, ``-3`` and so on are appended, so a second run the same day
+    keeps the first one's results.
+    """
     stamp = (today or dt.date.today()).isoformat()
     suffix = "" if size == "full" else f"-{size}"
-    return Path("bench") / "results" / f"bench-{stamp}{suffix}.json"
+    path = Path("bench") / "results" / f"bench-{stamp}{suffix}.json"
+    number = 2
+    while path.exists():
+        path = path.with_name(f"bench-{stamp}{suffix}-{number}.json")
+        number += 1
+    return path
+
+
+def check_results_path(path: Path) -> Path:
+    """Create the folder of ``path`` and check that a file can be written there, before measuring.
+
+    Raises MedlnkitError naming the path when it is a folder or its folder cannot be created.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise MedlnkitError(f"results file {path} is a folder: pass a file name such as {path / 'bench.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MedlnkitError(
+            f"the folder of results file {path} cannot be created ({error}): pass --out with a writable path"
+        ) from error
+    if not os.access(path.parent, os.W_OK):
+        raise MedlnkitError(f"the folder {path.parent} is not writable: pass --out with a writable path")
+    return path
+
+
+def _write_results(results: dict, path: Path) -> None:
+    """Write ``results`` to ``path``; if that fails, to a temporary file named in the raised error."""
+    text = json.dumps(results, indent=2) + "\n"
+    try:
+        path.write_text(text)
+    except OSError as error:
+        with tempfile.NamedTemporaryFile("w", prefix="medlnkit-bench-", suffix=".json", delete=False) as handle:
+            handle.write(text)
+        raise MedlnkitError(
+            f"writing results file {path} failed ({error}); the results were saved to {handle.name}"
+        ) from error
 
 
 def _command_line(quick: bool, size: str) -> str:
@@ -278,7 +338,11 @@ def measure_notebook_runs(size: BenchSize) -> dict:
             "writes one, and the next bench reads its times"
         }
     else:
-        runs["cpu"] = read_run_timing(latest)
+        try:
+            runs["cpu"] = read_run_timing(latest)
+        except MedlnkitError as error:
+            logger.error("reading the cpu run in %s failed: %s", latest, error)
+            runs["cpu"] = {"error": str(error), "run_dir": str(latest)}
     runs["paper"] = {"skipped": "the paper profile needs a GPU, the study's weights and the datasets"}
     return runs
 
@@ -345,6 +409,7 @@ def run_bench(quick: bool = False, out: Path | None = None, size: str | None = N
     the run goes on; the ratios that need it are then None.
     """
     settings = get_size(size or ("quick" if quick else "full"))
+    path = check_results_path(Path(out) if out is not None else default_results_path(settings.name))
     started = time.perf_counter()
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -396,18 +461,44 @@ def run_bench(quick: bool = False, out: Path | None = None, size: str | None = N
     ]
     results["targets"].append(evaluate_run_target(results["notebook_runs"]))
     results["machine"]["load_average_at_end"] = _load_average()
+    results["warnings"] = busy_machine_warnings(results)
+    for warning in results["warnings"]:
+        logger.warning(warning)
     results["seconds"] = time.perf_counter() - started
 
-    path = Path(out) if out is not None else default_results_path(settings.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    _write_results(results, path)
     logger.info("wrote %s", path)
     return results
+
+
+def busy_machine_warnings(results: dict) -> list[str]:
+    """Return a warning when the 1-minute load average exceeded the usable cores plus one.
+
+    The benchmark's own threads add about one unit per core. A higher load means that other
+    processes competed for the cores, which makes the times unreliable.
+    """
+    machine = results.get("machine") or {}
+    cores = machine.get("usable_cores") or 1
+    loads = [(machine.get("load_average_1_5_15") or [None])[0], (machine.get("load_average_at_end") or [None])[0]]
+    for section in results.get("training_steps", {}).values():
+        loads += [record.get("load_average_1min_after") for record in section.get("methods", {}).values()]
+    loads = [load for load in loads if load is not None]
+    if not loads or max(loads) <= cores + 1:
+        return []
+    return [
+        f"the 1-minute load average reached {max(loads):.1f} on {cores} usable cores: other processes "
+        "competed for the cores, so the times and their ratios are not reliable; rerun on an idle machine"
+    ]
+
+
+REQUIRED_FIELDS = ("machine", "training_steps", "generation", "counting", "notebook_runs", "targets")
 
 
 def load_results(path: Path) -> dict:
     """Read a results file that :func:`run_bench` wrote, raising MedlnkitError when it is not one."""
     path = Path(path)
+    if path.is_dir():
+        raise MedlnkitError(f"results file {path} is a folder: pass a file under bench/results/")
     if not path.is_file():
         raise MedlnkitError(f"results file {path} was not found: pass a file under bench/results/")
     try:
@@ -419,6 +510,9 @@ def load_results(path: Path) -> dict:
             f"results file {path} is not a medlnkit bench results file of schema version {SCHEMA_VERSION}: "
             "rerun medlnkit bench to write one"
         )
+    missing = [field for field in REQUIRED_FIELDS if not isinstance(results.get(field), (dict, list))]
+    if missing:
+        raise MedlnkitError(f"results file {path} lacks {', '.join(missing)}: rerun medlnkit bench to write a complete one")
     return results
 
 
@@ -453,6 +547,7 @@ def format_bench(results: dict) -> str:
         f"torch {machine['torch']} ({machine['torch_threads']} threads), load at start "
         f"{', '.join(_number(v) for v in machine['load_average_1_5_15'] or [])}",
         f"command: {results['command']}",
+        *(f"WARNING: {warning}" for warning in results.get("warnings", [])),
     ]
     for name, section in results["training_steps"].items():
         if "skipped" in section:
@@ -499,26 +594,43 @@ def format_bench(results: dict) -> str:
         )
     for profile, record in results["notebook_runs"].items():
         if "notebooks_seconds" in record:
-            wall = f", wall {record['wall_seconds']:.0f} s" if "wall_seconds" in record else ""
-            where = ""
-            if "wall_seconds" not in record:
-                commit = (record.get("git_commit") or "unknown")[:10]
-                where = (
-                    f" (read from {record['run_dir']}: commit {commit}, {record.get('cpu_count')} cores, "
-                    f"started {record.get('started')}{'' if record.get('complete') else ', incomplete'})"
-                )
+            if "wall_seconds" in record:
+                wall, where = f", wall {record['wall_seconds']:.0f} s", ""
+            else:
+                wall, where = "", f" (read from {_run_source(record)})"
             lines.append(f"notebook run {profile}: notebooks {record['notebooks_seconds']:.0f} s{wall}{where}")
         else:
             lines.append(f"notebook run {profile}: {record.get('error') or record.get('skipped')}")
     lines += ["", "targets:"]
     for target in results["targets"]:
-        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        short = {True: "met", False: "MISSED", None: "-"}[target["met"]]
+        note = f" ({_verdict(target, 'MISSED')})" if target["met"] is None else ""
         lines.append(
-            f"  {target['model']:<9}{verdict:<13}{target['description']}: {_number(target['value'], 3)} "
-            f"{target['comparison']} {target['bound']}"
+            f"  {target.get('model', '-'):<9}{short:<8}{target['description']}: "
+            f"{_number(target['value'], 3)} {target['comparison']} {target['bound']}{note}"
         )
     return "\n".join(lines)
 
+
+
+def _run_source(record: dict) -> str:
+    """Describe a notebook-run record read from a run folder: its folder, commit, cores and start."""
+    details = [f"commit {record['git_commit'][:10]}" if record.get("git_commit") else "commit not recorded"]
+    if record.get("cpu_count"):
+        details.append(f"{record['cpu_count']} cores")
+    if record.get("started"):
+        details.append(f"started {record['started']}")
+    if "complete" in record and not record["complete"]:
+        details.append("incomplete")
+    if "whole_sequence" in record and not record["whole_sequence"]:
+        details.append("some notebooks only")
+    return f"{record.get('run_dir', 'a run folder')}: {', '.join(details)}"
+
+
+def _verdict(target: dict, missed: str) -> str:
+    if target["met"] is None:
+        return f"not judged: {target['not_judged']}" if target.get("not_judged") else "not measured"
+    return "met" if target["met"] else missed
 
 
 def _markdown_row(cells) -> str:
@@ -564,11 +676,7 @@ def _markdown_other_parts(results: dict) -> list[str]:
         if "wall_seconds" in record:
             source = f"timed by the benchmark: `{record['command']}`, wall {record['wall_seconds']:.0f} s"
         else:
-            commit = (record.get("git_commit") or "unknown")[:10]
-            source = (
-                f"read from `{record['run_dir']}` (commit {commit}, {record.get('cpu_count')} cores, "
-                f"started {record.get('started')}{'' if record.get('complete') else ', incomplete'})"
-            )
+            source = f"read from {_run_source(record)}"
         lines.append(_markdown_row([profile, f"{record['notebooks_seconds']:.0f}", source]))
     return lines
 
@@ -581,7 +689,7 @@ def format_markdown(results: dict) -> str:
     source = machine.get("source") or {}
     lines = [
         f"- command: `{results['command']}` (size {results['size']}), {results['created']}, "
-        f"{results.get('seconds', 0) / 60:.0f} min",
+        f"{results.get('seconds', 0) / 60:.1f} min",
         f"- machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
         f"{_number(machine['memory_gib'], 1)} GiB, measured on the CPU "
         f"(CUDA available: {'yes' if machine['cuda_available'] else 'no'}); load average (1, 5, 15 min) {load} at start, "
@@ -589,6 +697,7 @@ def format_markdown(results: dict) -> str:
         f"- software: Python {machine['python']}, torch {machine['torch']} ({machine['torch_threads']} threads), "
         f"transformers {machine['transformers']}, peft {machine['peft']}; source commit "
         f"{(source.get('commit') or 'unknown')[:10]}{' with local changes' if source.get('modified') else ''}",
+        *(f"- **warning:** {warning}" for warning in results.get("warnings", [])),
     ]
     for name, section in results["training_steps"].items():
         lines += [""]
@@ -624,9 +733,9 @@ def format_markdown(results: dict) -> str:
     lines += ["", *_markdown_other_parts(results)]
     lines += ["", _markdown_row(["model", "target", "value", "bound", "result"]), _markdown_row(["---"] * 5)]
     for target in results["targets"]:
-        verdict = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
+        verdict = _verdict(target, "**missed**")
         lines.append(
-            _markdown_row([target["model"], target["description"], _number(target["value"], 3),
+            _markdown_row([target.get("model", "-"), target["description"], _number(target["value"], 3),
                            f"{target['comparison']} {target['bound']}", verdict])  # fmt: skip
         )
     return "\n".join(lines)

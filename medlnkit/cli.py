@@ -100,11 +100,15 @@ def _add_score(subparsers) -> None:
 
 def _add_bench(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure step time, memory and artifact sizes")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller models")
+    parser.add_argument(
+        "--quick", action="store_true", help="MISS-base at 224 px instead of 480 px, and fewer repeats"
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--markdown", action="store_true", help="print Markdown tables, as in docs/benchmarks.md")
-    parser.add_argument("--out", type=Path, default=None, help="results file (JSON)")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="results file (JSON; default bench/results/bench-DATE.json)"
+    )
     parser.add_argument(
         "--render",
         type=Path,

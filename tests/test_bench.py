@@ -7,25 +7,34 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
 from medlnkit.bench import (
     SIZES,
     TARGETS,
+    _run_source,
+    _write_results,
+    busy_machine_warnings,
+    check_results_path,
     default_results_path,
     evaluate_run_target,
     evaluate_targets,
     format_bench,
+    format_markdown,
+    load_results,
+    measure_notebook_runs,
     get_size,
     llava_unavailable,
     run_bench,
 )
 from medlnkit.benchmarks.isolation import WorkerError, run_isolated
-from medlnkit.benchmarks.runs import find_latest_run, read_run_timing
+from medlnkit.benchmarks.runs import SOURCE_ROOT, find_latest_run, read_run_timing
 from medlnkit.benchmarks.workloads import LLAVA_METHODS, MISS_METHODS
 from medlnkit.cli import main
 from medlnkit.errors import MedlnkitError
+from medlnkit.runner import NOTEBOOKS
 
 HEADLINE = (
     "ln_over_full_step_time",
@@ -238,14 +247,69 @@ def test_worker_error_carries_the_message():
         run_isolated(_fail_in_worker)
 
 
-def _write_run(folder, notebooks: dict, planned: list[str]) -> None:
+def _write_run(folder, notebooks: dict, planned: list[str], failed: tuple[str, ...] = ()) -> None:
     import yaml
 
     (folder / "notebooks").mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({"profile": {"name": "cpu"}, "notebooks": planned}))
+    config = {"profile": {"name": "cpu"}, "data_dir": None, "notebooks": planned}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
     for name, duration in notebooks.items():
-        notebook = {"cells": [], "metadata": {"papermill": {"duration": duration}}, "nbformat": 4, "nbformat_minor": 5}
+        papermill = {"duration": duration, "exception": True if name in failed else None}
+        notebook = {"cells": [], "metadata": {"papermill": papermill}, "nbformat": 4, "nbformat_minor": 5}
         (folder / "notebooks" / f"{name}.ipynb").write_text(json.dumps(notebook))
+
+
+def test_read_run_timing_whole_sequence(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {name: 10.0 for name in NOTEBOOKS}, list(NOTEBOOKS))
+    timing = read_run_timing(run)
+    assert timing["whole_sequence"] is True
+    assert timing["complete"] is True
+    assert timing["notebooks_seconds"] == pytest.approx(10.0 * len(NOTEBOOKS))
+    assert timing["data_dir"] is None
+
+
+def test_read_run_timing_only_some_notebooks(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"02_miss_tuning": 620.0}, ["02_miss_tuning"])
+    timing = read_run_timing(run)
+    assert timing["whole_sequence"] is False
+    assert timing["complete"] is True
+
+
+def test_read_run_timing_failed_notebook(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {name: 10.0 for name in NOTEBOOKS}, list(NOTEBOOKS), failed=("03_llava_med_tuning",))
+    timing = read_run_timing(run)
+    assert timing["complete"] is False
+    assert timing["failed_notebooks"] == ["03_llava_med_tuning"]
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        ("notebooks/00_tour.ipynb", "00_tour.ipynb could not be read as JSON"),
+        ("config.yaml", "config.yaml could not be read"),
+        ("env.json", "env.json could not be read as JSON"),
+    ],
+)
+def test_read_run_timing_broken_file(tmp_path, broken, message):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"00_tour": 12.5}, ["00_tour"])
+    (run / broken).write_text('{"cells": [' if broken.endswith(".ipynb") or broken.endswith(".json") else "a: [b")
+    with pytest.raises(MedlnkitError, match=message):
+        read_run_timing(run)
+
+
+def test_notebook_runs_keep_a_broken_cpu_run(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"00_tour": 12.5}, ["00_tour"])
+    (run / "notebooks" / "00_tour.ipynb").write_text('{"cells": [')
+    monkeypatch.setattr("medlnkit.bench.find_latest_run", lambda profile: run)
+    runs = measure_notebook_runs(get_size("tiny"))
+    assert "could not be read as JSON" in runs["cpu"]["error"]
+    assert runs["cpu"]["run_dir"] == str(run)
+    assert evaluate_run_target(runs)["met"] is None
 
 
 def test_read_run_timing_sums_notebooks(tmp_path):
@@ -271,24 +335,46 @@ def test_read_run_timing_rejects_other_folders(tmp_path):
         read_run_timing(tmp_path)
 
 
-def _cpu_run(seconds=840.0, complete=True, cores=2) -> dict:
-    return {"notebooks_seconds": seconds, "complete": complete, "cpu_count": cores}
+def _cpu_run(seconds=840.0, complete=True, cores=2, whole_sequence=True, data_dir=None) -> dict:
+    return {
+        "run_dir": "runs/2026-01-02-cpu",
+        "notebooks_seconds": seconds,
+        "complete": complete,
+        "cpu_count": cores,
+        "whole_sequence": whole_sequence,
+        "data_dir": data_dir,
+        "missing_notebooks": [] if complete else ["06_figures"],
+        "failed_notebooks": [],
+    }
 
 
 @pytest.mark.parametrize(
-    "run, met",
+    "run, met, reason",
     [
-        (_cpu_run(), True),
-        (_cpu_run(seconds=901.0), False),
-        (_cpu_run(complete=False), None),
-        (_cpu_run(cores=16), None),
-        ({"skipped": "no runs/*-cpu folder"}, None),
+        (_cpu_run(), True, None),
+        (_cpu_run(seconds=901.0), False, None),
+        (_cpu_run(complete=False), None, "did not finish: 06_figures"),
+        (_cpu_run(cores=16), None, "ran on 16 cores, not 2"),
+        (_cpu_run(whole_sequence=False), None, "ran only some notebooks (--only)"),
+        (_cpu_run(data_dir="/data/vqa_rad"), None, "read /data/vqa_rad, not the embedded sample"),
+        ({"skipped": "no runs/*-cpu folder"}, None, "no runs/*-cpu folder"),
     ],
 )
-def test_run_target_verdicts(run, met):
+def test_run_target_verdicts(run, met, reason):
     target = evaluate_run_target({"cpu": run})
     assert target["met"] is met
     assert target["bound"] == 15.0
+    if reason is None:
+        assert "not_judged" not in target
+    else:
+        assert reason in target["not_judged"]
+
+
+def test_run_target_reason_rendered(tiny_results):
+    results = json.loads(json.dumps(tiny_results[0]))
+    results["targets"][-1] = evaluate_run_target({"cpu": _cpu_run(whole_sequence=False)})
+    assert "not judged: runs/2026-01-02-cpu ran only some notebooks" in format_bench(results)
+    assert "not judged: runs/2026-01-02-cpu ran only some notebooks" in format_markdown(results)
 
 
 def test_run_target_value_in_minutes():
@@ -349,6 +435,106 @@ def test_cli_render_rejects_measurement_options(tmp_path, capsys):
     assert "drop --quick and --out" in err
 
 
+def test_results_path_that_is_a_folder(tmp_path):
+    with pytest.raises(MedlnkitError, match="is a folder"):
+        check_results_path(tmp_path)
+
+
+def test_results_path_under_a_file(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    with pytest.raises(MedlnkitError, match="cannot be created"):
+        run_bench(size="tiny", out=blocker / "x.json")
+
+
+def test_cli_bad_out_stops_before_measuring(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    monkeypatch.setattr("medlnkit.bench.measure_steps", lambda *args: pytest.fail("measured despite a bad --out"))
+    assert main(["bench", "--quick", "--out", str(blocker / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"results file {blocker / 'x.json'}" in err
+    assert "Traceback" not in err
+
+
+def test_failed_write_keeps_results(tmp_path):
+    target = tmp_path / "gone" / "results.json"
+    with pytest.raises(MedlnkitError, match="the results were saved to ") as raised:
+        _write_results({"schema_version": 1, "value": 0.5}, target)
+    saved = str(raised.value).rsplit("saved to ", 1)[1]
+    assert json.loads(open(saved).read()) == {"schema_version": 1, "value": 0.5}
+    os.remove(saved)
+
+
+def test_default_results_path_keeps_earlier_runs(tmp_path, monkeypatch):
+    import datetime as dt
+
+    monkeypatch.chdir(tmp_path)
+    day = dt.date(2026, 1, 2)
+    first = default_results_path("full", day)
+    first.parent.mkdir(parents=True)
+    first.write_text("{}")
+    assert default_results_path("full", day).name == "bench-2026-01-02-2.json"
+    (first.parent / "bench-2026-01-02-2.json").write_text("{}")
+    assert default_results_path("full", day).name == "bench-2026-01-02-3.json"
+
+
+def _loaded(results: dict, start: float, after: float) -> dict:
+    results = json.loads(json.dumps(results))
+    results["machine"]["usable_cores"] = 2
+    results["machine"]["load_average_1_5_15"] = [start, start, start]
+    results["machine"]["load_average_at_end"] = [start, start, start]
+    for record in results["training_steps"]["miss"]["methods"].values():
+        record["load_average_1min_after"] = after
+    return results
+
+
+def test_busy_machine_warning(tiny_results):
+    busy = _loaded(tiny_results[0], start=1.0, after=4.4)
+    warnings = busy_machine_warnings(busy)
+    assert len(warnings) == 1
+    assert "reached 4.4 on 2 usable cores" in warnings[0]
+    busy["warnings"] = warnings
+    assert "WARNING: the 1-minute load average reached 4.4" in format_bench(busy)
+    assert "**warning:** the 1-minute load average reached 4.4" in format_markdown(busy)
+
+
+def test_idle_machine_no_warning(tiny_results):
+    assert busy_machine_warnings(_loaded(tiny_results[0], start=0.5, after=2.0)) == []
+
+
+def test_tiny_run_records_warnings(tiny_results):
+    assert isinstance(tiny_results[0]["warnings"], list)
+
+
+def test_render_without_fields(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text('{"schema_version": 1}')
+    assert main(["bench", "--render", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks machine, training_steps, generation, counting, notebook_runs, targets" in err
+
+
+def test_render_a_folder(tmp_path, capsys):
+    assert main(["bench", "--render", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+COMMITTED_RESULTS = sorted((SOURCE_ROOT / "bench" / "results").glob("bench-*.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED_RESULTS, ids=[p.name for p in COMMITTED_RESULTS])
+def test_committed_results_render(path):
+    results = load_results(path)
+    assert "targets:" in format_bench(results)
+    assert "| model | target | value | bound | result |" in format_markdown(results)
+
+
+def test_run_source_without_env():
+    text = _run_source({"run_dir": "runs/x-cpu", "notebooks_seconds": 10.0})
+    assert text == "runs/x-cpu: commit not recorded"
+
+
 def test_format_bench_shows_skipped_model(tiny_results):
     results = json.loads(json.dumps(tiny_results[0]))
     results["training_steps"]["llava"] = {"skipped": "no LLaVA builders"}
@@ -359,8 +545,6 @@ def test_format_bench_shows_skipped_model(tiny_results):
 
 
 def test_format_markdown_has_tables(tiny_results):
-    from medlnkit.bench import format_markdown
-
     text = format_markdown(tiny_results[0])
     assert "| method | paradigm |" in text
     assert "| LN | `LN,LN,LN` |" in text

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from medlnkit.errors import MedlnkitError
+from medlnkit.runner import NOTEBOOKS
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,27 @@ logger = logging.getLogger(__name__)
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MedlnkitError(f"{path} could not be read as JSON ({error}): rerun `medlnkit run` to rewrite it") from error
+    if not isinstance(content, dict):
+        raise MedlnkitError(f"{path} does not contain a JSON object: rerun `medlnkit run` to rewrite it")
+    return content
+
+
+def _papermill_metadata(run_dir: Path) -> dict[str, dict]:
+    """Return the papermill metadata of each executed notebook in ``run_dir/notebooks``, by name."""
+    metadata = {}
+    for path in sorted((Path(run_dir) / "notebooks").glob("*.ipynb")):
+        metadata[path.stem] = _read_json(path).get("metadata", {}).get("papermill", {})
+    return metadata
+
+
 def notebook_durations(run_dir: Path) -> dict[str, float | None]:
     """Return the papermill duration in seconds of each executed notebook in ``run_dir/notebooks``."""
-    durations = {}
-    for path in sorted((Path(run_dir) / "notebooks").glob("*.ipynb")):
-        metadata = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
-        durations[path.stem] = metadata.get("duration")
-    return durations
+    return {name: record.get("duration") for name, record in _papermill_metadata(run_dir).items()}
 
 
 def read_run_timing(run_dir: Path) -> dict:
@@ -41,13 +56,21 @@ def read_run_timing(run_dir: Path) -> dict:
         raise MedlnkitError(
             f"config.yaml not found in {run_dir}: pass a run folder that `medlnkit run` wrote"
         )
-    config = yaml.safe_load(config_path.read_text()) or {}
-    durations = notebook_durations(run_dir)
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise MedlnkitError(f"{config_path} could not be read ({error}): rerun `medlnkit run`") from error
+    if not isinstance(config, dict):
+        raise MedlnkitError(f"{config_path} does not contain a mapping: rerun `medlnkit run`")
+    metadata = _papermill_metadata(run_dir)
+    durations = {name: record.get("duration") for name, record in metadata.items()}
     planned = config.get("notebooks") or []
     missing = [name for name in planned if durations.get(name) is None]
+    # papermill records the duration of a notebook that raised, and marks it with "exception".
+    failed = [name for name in planned if metadata.get(name, {}).get("exception")]
     # env.json, written by `medlnkit run`, records the machine and the commit of the run.
     env_path = run_dir / "env.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    env = _read_json(env_path) if env_path.is_file() else {}
     return {
         "run_dir": str(run_dir),
         "profile": (config.get("profile") or {}).get("name"),
@@ -57,9 +80,13 @@ def read_run_timing(run_dir: Path) -> dict:
         "torch_threads": env.get("torch_threads"),
         "notebooks": durations,
         "notebooks_seconds": sum(v for v in durations.values() if v is not None),
+        "data_dir": config.get("data_dir"),
+        # True when the run planned every notebook (no --only), so its sum is the whole sequence.
+        "whole_sequence": list(planned) == list(NOTEBOOKS),
         # A failed or interrupted run lacks some planned notebooks, and its sum is not a whole run.
-        "complete": bool(planned) and not missing,
+        "complete": bool(planned) and not missing and not failed,
         "missing_notebooks": missing,
+        "failed_notebooks": failed,
         "source": "papermill duration in each executed notebook's metadata",
     }
 
