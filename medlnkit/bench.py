@@ -145,15 +145,23 @@ def _run_not_judged(record: dict) -> str | None:
     if "notebooks_seconds" not in record:
         return record.get("error") or record.get("skipped") or "no run was read"
     where = record.get("run_dir", "the run folder")
-    if not record.get("whole_sequence"):
-        return f"{where} ran only some notebooks (--only); run `make run` for the whole sequence"
+    if record.get("profile") != RUN_PROFILE:
+        return f"{where} ran the {record.get('profile')} profile, not {RUN_PROFILE}"
+    if record.get("whole_sequence") is None:
+        return f"{where} does not record how it was run (written by an older medlnkit); run `make run` again"
+    if not record["whole_sequence"]:
+        return (
+            f"{where} was last run with --only or into an existing folder, which reuses finished results; "
+            "run `make run` into a new folder (remove the old one first)"
+        )
     if record.get("data_dir"):
         return f"{where} read {record['data_dir']}, not the embedded sample of the default run"
     if not record.get("complete"):
         lost = [*record.get("missing_notebooks", []), *record.get("failed_notebooks", [])]
         return f"{where} did not finish: {', '.join(lost) or 'notebooks missing'}"
-    if record.get("cpu_count") != RUN_CORES:
-        return f"{where} ran on {record.get('cpu_count') or 'an unknown number of'} cores, not {RUN_CORES}"
+    cores = record.get("usable_cores") or record.get("cpu_count")
+    if cores != RUN_CORES:
+        return f"{where} ran on {cores or 'an unknown number of'} cores, not {RUN_CORES}"
     return None
 
 
@@ -220,6 +228,8 @@ def check_results_path(path: Path) -> Path:
         ) from error
     if not os.access(path.parent, os.W_OK):
         raise MedlnkitError(f"the folder {path.parent} is not writable: pass --out with a writable path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise MedlnkitError(f"results file {path} is not writable: pass --out with another file")
     return path
 
 
@@ -340,7 +350,8 @@ def measure_notebook_runs(size: BenchSize) -> dict:
     else:
         try:
             runs["cpu"] = read_run_timing(latest)
-        except MedlnkitError as error:
+        # Any failure is kept as an error: this is the last step, and every measurement is done.
+        except (MedlnkitError, TypeError, AttributeError, ValueError, KeyError) as error:
             logger.error("reading the cpu run in %s failed: %s", latest, error)
             runs["cpu"] = {"error": str(error), "run_dir": str(latest)}
     runs["paper"] = {"skipped": "the paper profile needs a GPU, the study's weights and the datasets"}
@@ -508,7 +519,7 @@ def load_results(path: Path) -> dict:
     if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
         raise MedlnkitError(
             f"results file {path} is not a medlnkit bench results file of schema version {SCHEMA_VERSION}: "
-            "rerun medlnkit bench to write one"
+            "pass a file that medlnkit bench wrote"
         )
     missing = [field for field in REQUIRED_FIELDS if not isinstance(results.get(field), (dict, list))]
     if missing:

@@ -91,6 +91,8 @@ def environment_record() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
+        # The cores this process may run on (taskset or a cgroup can allow fewer than cpu_count).
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "packages": packages,
         "time": dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -191,7 +193,11 @@ def run_notebooks(
             f"cannot write the run folder {str(run_dir)!r} ({error.strerror}): pass --out a folder path you can write to"
         ) from None
     quiet = quiet or bool(os.environ.get("CI"))
-    (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2))
+    environment = environment_record()
+    # What this call runs. A reused folder also reuses finished sweep results, so the bench times a
+    # whole run only from a call that ran every notebook into a new folder.
+    environment["call"] = {"notebooks": names, "reused_folder": previous is not None}
+    (run_dir / "env.json").write_text(json.dumps(environment, indent=2))
 
     import papermill
 

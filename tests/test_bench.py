@@ -247,34 +247,77 @@ def test_worker_error_carries_the_message():
         run_isolated(_fail_in_worker)
 
 
-def _write_run(folder, notebooks: dict, planned: list[str], failed: tuple[str, ...] = ()) -> None:
+def _write_run(
+    folder, notebooks: dict, planned: list[str], failed: tuple[str, ...] = (), call: dict | None = None
+) -> None:
     import yaml
 
     (folder / "notebooks").mkdir(parents=True)
     config = {"profile": {"name": "cpu"}, "data_dir": None, "notebooks": planned}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    if call is not None:
+        (folder / "env.json").write_text(json.dumps({"cpu_count": 2, "usable_cores": 2, "call": call}))
     for name, duration in notebooks.items():
         papermill = {"duration": duration, "exception": True if name in failed else None}
         notebook = {"cells": [], "metadata": {"papermill": papermill}, "nbformat": 4, "nbformat_minor": 5}
         (folder / "notebooks" / f"{name}.ipynb").write_text(json.dumps(notebook))
 
 
+WHOLE_CALL = {"notebooks": list(NOTEBOOKS), "reused_folder": False}
+
+
 def test_read_run_timing_whole_sequence(tmp_path):
     run = tmp_path / "runs" / "2026-01-02-cpu"
-    _write_run(run, {name: 10.0 for name in NOTEBOOKS}, list(NOTEBOOKS))
+    _write_run(run, {name: 10.0 for name in NOTEBOOKS}, list(NOTEBOOKS), call=WHOLE_CALL)
     timing = read_run_timing(run)
     assert timing["whole_sequence"] is True
     assert timing["complete"] is True
     assert timing["notebooks_seconds"] == pytest.approx(10.0 * len(NOTEBOOKS))
     assert timing["data_dir"] is None
+    assert timing["usable_cores"] == 2
+    assert evaluate_run_target({"cpu": timing})["met"] is True
 
 
-def test_read_run_timing_only_some_notebooks(tmp_path):
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"notebooks": ["02_miss_tuning"], "reused_folder": True},
+        {"notebooks": list(NOTEBOOKS), "reused_folder": True},
+        {"notebooks": list(NOTEBOOKS)[1:], "reused_folder": False},
+    ],
+)
+def test_read_run_timing_partial_call(tmp_path, call):
+    # The runner lists the union of all calls in config.yaml, so only env.json shows the last call.
     run = tmp_path / "runs" / "2026-01-02-cpu"
-    _write_run(run, {"02_miss_tuning": 620.0}, ["02_miss_tuning"])
+    _write_run(run, {name: 10.0 for name in NOTEBOOKS}, list(NOTEBOOKS), call=call)
     timing = read_run_timing(run)
     assert timing["whole_sequence"] is False
-    assert timing["complete"] is True
+    assert "--only or into an existing folder" in evaluate_run_target({"cpu": timing})["not_judged"]
+
+
+def test_read_run_timing_without_call(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {name: 10.0 for name in NOTEBOOKS}, list(NOTEBOOKS))
+    timing = read_run_timing(run)
+    assert timing["whole_sequence"] is None
+    assert "written by an older medlnkit" in evaluate_run_target({"cpu": timing})["not_judged"]
+
+
+def test_read_run_timing_ignores_stray_notebooks(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {**{name: 10.0 for name in NOTEBOOKS}, "99_extra": 100.0}, list(NOTEBOOKS), call=WHOLE_CALL)
+    assert read_run_timing(run)["notebooks_seconds"] == pytest.approx(10.0 * len(NOTEBOOKS))
+
+
+@pytest.mark.parametrize("metadata", [None, {"papermill": None}, {"papermill": {"duration": "620"}}])
+def test_read_run_timing_odd_metadata(tmp_path, metadata):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"00_tour": 12.5}, ["00_tour"])
+    notebook = {"cells": [], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+    (run / "notebooks" / "00_tour.ipynb").write_text(json.dumps(notebook))
+    timing = read_run_timing(run)
+    assert timing["missing_notebooks"] == ["00_tour"]
+    assert timing["complete"] is False
 
 
 def test_read_run_timing_failed_notebook(tmp_path):
@@ -335,9 +378,10 @@ def test_read_run_timing_rejects_other_folders(tmp_path):
         read_run_timing(tmp_path)
 
 
-def _cpu_run(seconds=840.0, complete=True, cores=2, whole_sequence=True, data_dir=None) -> dict:
+def _cpu_run(seconds=840.0, complete=True, cores=2, whole_sequence=True, data_dir=None, profile="cpu") -> dict:
     return {
         "run_dir": "runs/2026-01-02-cpu",
+        "profile": profile,
         "notebooks_seconds": seconds,
         "complete": complete,
         "cpu_count": cores,
@@ -355,7 +399,9 @@ def _cpu_run(seconds=840.0, complete=True, cores=2, whole_sequence=True, data_di
         (_cpu_run(seconds=901.0), False, None),
         (_cpu_run(complete=False), None, "did not finish: 06_figures"),
         (_cpu_run(cores=16), None, "ran on 16 cores, not 2"),
-        (_cpu_run(whole_sequence=False), None, "ran only some notebooks (--only)"),
+        (_cpu_run(whole_sequence=False), None, "was last run with --only or into an existing folder"),
+        (_cpu_run(whole_sequence=None), None, "written by an older medlnkit"),
+        (_cpu_run(profile="smoke"), None, "ran the smoke profile, not cpu"),
         (_cpu_run(data_dir="/data/vqa_rad"), None, "read /data/vqa_rad, not the embedded sample"),
         ({"skipped": "no runs/*-cpu folder"}, None, "no runs/*-cpu folder"),
     ],
@@ -373,8 +419,8 @@ def test_run_target_verdicts(run, met, reason):
 def test_run_target_reason_rendered(tiny_results):
     results = json.loads(json.dumps(tiny_results[0]))
     results["targets"][-1] = evaluate_run_target({"cpu": _cpu_run(whole_sequence=False)})
-    assert "not judged: runs/2026-01-02-cpu ran only some notebooks" in format_bench(results)
-    assert "not judged: runs/2026-01-02-cpu ran only some notebooks" in format_markdown(results)
+    assert "not judged: runs/2026-01-02-cpu was last run with --only" in format_bench(results)
+    assert "not judged: runs/2026-01-02-cpu was last run with --only" in format_markdown(results)
 
 
 def test_run_target_value_in_minutes():
@@ -438,6 +484,16 @@ def test_cli_render_rejects_measurement_options(tmp_path, capsys):
 def test_results_path_that_is_a_folder(tmp_path):
     with pytest.raises(MedlnkitError, match="is a folder"):
         check_results_path(tmp_path)
+
+
+def test_results_path_read_only_file(tmp_path):
+    existing = tmp_path / "results.json"
+    existing.write_text("{}")
+    existing.chmod(0o444)
+    if os.access(existing, os.W_OK):
+        pytest.skip("this user (root) can write a read-only file")
+    with pytest.raises(MedlnkitError, match="is not writable"):
+        check_results_path(existing)
 
 
 def test_results_path_under_a_file(tmp_path):

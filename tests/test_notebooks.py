@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from medlnkit.benchmarks.runs import read_run_timing
 from medlnkit.runner import NOTEBOOKS, notebooks_folder, run_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +46,24 @@ def test_smoke_run_writes_run_folder(smoke_run):
     for number in (3, 4, 5):
         assert list((smoke_run / "tables").glob(f"table{number}_*.csv")), f"table {number} missing"
     assert (smoke_run / "figures" / "figure3_loss_curves.png").exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_records_whole_call(smoke_run):
+    timing = read_run_timing(smoke_run)
+    assert timing["whole_sequence"] is True
+    assert timing["complete"] is True
+    assert timing["profile"] == "smoke"
+
+
+@pytest.mark.slow
+def test_rerun_with_only_is_not_whole(smoke_run, tmp_path):
+    copy = tmp_path / "smoke"
+    shutil.copytree(smoke_run, copy)
+    run_notebooks(profile="smoke", out=copy, only=["06_figures"], quiet=True)
+    env = json.loads((copy / "env.json").read_text())
+    assert env["call"] == {"notebooks": ["06_figures"], "reused_folder": True}
+    assert read_run_timing(copy)["whole_sequence"] is False
 
 
 @pytest.mark.slow

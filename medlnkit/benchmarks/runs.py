@@ -39,8 +39,16 @@ def _papermill_metadata(run_dir: Path) -> dict[str, dict]:
     """Return the papermill metadata of each executed notebook in ``run_dir/notebooks``, by name."""
     metadata = {}
     for path in sorted((Path(run_dir) / "notebooks").glob("*.ipynb")):
-        metadata[path.stem] = _read_json(path).get("metadata", {}).get("papermill", {})
+        record = (_read_json(path).get("metadata") or {}).get("papermill") or {}
+        metadata[path.stem] = record if isinstance(record, dict) else {}
     return metadata
+
+
+def _seconds(value) -> float | None:
+    """Return a papermill duration as a number, or None when it is missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def notebook_durations(run_dir: Path) -> dict[str, float | None]:
@@ -63,26 +71,36 @@ def read_run_timing(run_dir: Path) -> dict:
     if not isinstance(config, dict):
         raise MedlnkitError(f"{config_path} does not contain a mapping: rerun `medlnkit run`")
     metadata = _papermill_metadata(run_dir)
-    durations = {name: record.get("duration") for name, record in metadata.items()}
+    durations = {name: _seconds(record.get("duration")) for name, record in metadata.items()}
     planned = config.get("notebooks") or []
+    if not isinstance(planned, list):
+        raise MedlnkitError(f"{config_path}: notebooks is not a list: rerun `medlnkit run`")
     missing = [name for name in planned if durations.get(name) is None]
     # papermill records the duration of a notebook that raised, and marks it with "exception".
     failed = [name for name in planned if metadata.get(name, {}).get("exception")]
-    # env.json, written by `medlnkit run`, records the machine and the commit of the run.
+    # env.json, written by `medlnkit run`, records the machine, the commit and the last call.
     env_path = run_dir / "env.json"
     env = _read_json(env_path) if env_path.is_file() else {}
+    call = env.get("call") if isinstance(env.get("call"), dict) else {}
+    profile = config.get("profile")
     return {
         "run_dir": str(run_dir),
-        "profile": (config.get("profile") or {}).get("name"),
+        "profile": profile.get("name") if isinstance(profile, dict) else None,
         "started": env.get("time"),
         "git_commit": env.get("git_commit"),
         "cpu_count": env.get("cpu_count"),
+        "usable_cores": env.get("usable_cores"),
         "torch_threads": env.get("torch_threads"),
         "notebooks": durations,
-        "notebooks_seconds": sum(v for v in durations.values() if v is not None),
+        # Only the planned notebooks count: a stray file in notebooks/ is not part of the run.
+        "notebooks_seconds": sum(durations[name] for name in planned if durations.get(name) is not None),
         "data_dir": config.get("data_dir"),
-        # True when the run planned every notebook (no --only), so its sum is the whole sequence.
-        "whole_sequence": list(planned) == list(NOTEBOOKS),
+        # True only when the last call ran every notebook (no --only) into a new folder, so that no
+        # duration comes from an earlier call and no sweep reused earlier results. Folders written
+        # before env.json recorded the call give None.
+        "whole_sequence": (
+            None if not call else call.get("notebooks") == list(NOTEBOOKS) and call.get("reused_folder") is False
+        ),
         # A failed or interrupted run lacks some planned notebooks, and its sum is not a whole run.
         "complete": bool(planned) and not missing and not failed,
         "missing_notebooks": missing,
