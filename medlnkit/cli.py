@@ -191,10 +191,19 @@ def _command_bench(args) -> int:
         results = run_bench(quick=args.quick, out=args.out)
     if args.json:
         print(json.dumps(results, indent=2))
-    elif args.markdown:
-        print(format_markdown(results))
-    else:
-        print(format_bench(results))
+        return 0
+    formatter = format_markdown if args.markdown else format_bench
+    try:
+        text = formatter(results)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if args.render is None:
+            raise
+        # A hand-edited or damaged file can pass load_results and still lack a field deeper inside.
+        raise MedlnkitError(
+            f"results file {args.render} has an unexpected field ({type(error).__name__}: {error}): "
+            "render a file that medlnkit bench wrote, unedited"
+        ) from error
+    print(text)
     return 0
 
 

@@ -571,6 +571,19 @@ def test_render_without_fields(tmp_path, capsys):
     assert "lacks machine, training_steps, generation, counting, notebook_runs, targets" in err
 
 
+@pytest.mark.parametrize("markdown", [False, True])
+def test_render_damaged_fields(tiny_results, tmp_path, capsys, markdown):
+    results = json.loads(json.dumps(tiny_results[0]))
+    results["machine"] = {}
+    results["targets"].append({})
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert main(["bench", "--render", str(path), *(["--markdown"] if markdown else [])]) == 2
+    err = capsys.readouterr().err
+    assert f"results file {path} has an unexpected field (KeyError" in err
+    assert "Traceback" not in err
+
+
 def test_render_a_folder(tmp_path, capsys):
     assert main(["bench", "--render", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
