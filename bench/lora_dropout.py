@@ -23,7 +23,7 @@ from medlnkit.models.llava import LORA_SETTINGS, PREFIX_SETTINGS
 from medlnkit.tuning import apply_paradigm
 
 PARADIGM = "LoRA,F,LoRA,F"
-FORWARD_REPEATS = 4  # the first pass is a warm-up and is left out of the median
+FORWARD_REPEATS = 4  # The first pass warms up and is left out of the median.
 
 
 def measure(dropout: float) -> dict:

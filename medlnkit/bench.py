@@ -215,7 +215,8 @@ def default_results_path(size: str, today: dt.date | None = None) -> Path:
 def check_results_path(path: Path) -> Path:
     """Create the folder of ``path`` and check that a file can be written there, before measuring.
 
-    Raises MedlnkitError naming the path when it is a folder or its folder cannot be created.
+    Raises MedlnkitError naming the path when it is a folder, when its folder cannot be created, or
+    when the folder or an existing file there is not writable.
     """
     path = Path(path)
     if path.is_dir():
@@ -234,7 +235,7 @@ def check_results_path(path: Path) -> Path:
 
 
 def _write_results(results: dict, path: Path) -> None:
-    """Write ``results`` to ``path``; if that fails, to a temporary file named in the raised error."""
+    """Write ``results`` to ``path``. If that fails, write them to a temporary file named in the raised error."""
     text = json.dumps(results, indent=2) + "\n"
     try:
         path.write_text(text)
@@ -350,7 +351,7 @@ def measure_notebook_runs(size: BenchSize) -> dict:
     else:
         try:
             runs["cpu"] = read_run_timing(latest)
-        # Any failure is kept as an error: this is the last step, and every measurement is done.
+        # Any failure is kept as an error, because this is the last step and every measurement is done.
         except (MedlnkitError, TypeError, AttributeError, ValueError, KeyError) as error:
             logger.error("reading the cpu run in %s failed: %s", latest, error)
             runs["cpu"] = {"error": str(error), "run_dir": str(latest)}

@@ -344,7 +344,15 @@ def test_read_run_timing_broken_file(tmp_path, broken, message):
         read_run_timing(run)
 
 
-def test_notebook_runs_keep_a_broken_cpu_run(tmp_path, monkeypatch):
+def test_read_run_timing_notebooks_not_list(tmp_path):
+    run = tmp_path / "runs" / "2026-01-02-cpu"
+    _write_run(run, {"00_tour": 12.5}, ["00_tour"])
+    (run / "config.yaml").write_text("profile: {name: cpu}\nnotebooks: 00_tour\n")
+    with pytest.raises(MedlnkitError, match="has an invalid notebooks field"):
+        read_run_timing(run)
+
+
+def test_broken_cpu_run_kept_as_error(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "2026-01-02-cpu"
     _write_run(run, {"00_tour": 12.5}, ["00_tour"])
     (run / "notebooks" / "00_tour.ipynb").write_text('{"cells": [')

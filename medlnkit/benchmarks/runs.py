@@ -51,11 +51,6 @@ def _seconds(value) -> float | None:
     return float(value)
 
 
-def notebook_durations(run_dir: Path) -> dict[str, float | None]:
-    """Return the papermill duration in seconds of each executed notebook in ``run_dir/notebooks``."""
-    return {name: record.get("duration") for name, record in _papermill_metadata(run_dir).items()}
-
-
 def read_run_timing(run_dir: Path) -> dict:
     """Return the profile, per-notebook durations and their sum for one run folder."""
     run_dir = Path(run_dir)
@@ -74,7 +69,7 @@ def read_run_timing(run_dir: Path) -> dict:
     durations = {name: _seconds(record.get("duration")) for name, record in metadata.items()}
     planned = config.get("notebooks") or []
     if not isinstance(planned, list):
-        raise MedlnkitError(f"{config_path}: notebooks is not a list: rerun `medlnkit run`")
+        raise MedlnkitError(f"{config_path} has an invalid notebooks field (expected a list): rerun `medlnkit run`")
     missing = [name for name in planned if durations.get(name) is None]
     # papermill records the duration of a notebook that raised, and marks it with "exception".
     failed = [name for name in planned if metadata.get(name, {}).get("exception")]
@@ -95,9 +90,8 @@ def read_run_timing(run_dir: Path) -> dict:
         # Only the planned notebooks count: a stray file in notebooks/ is not part of the run.
         "notebooks_seconds": sum(durations[name] for name in planned if durations.get(name) is not None),
         "data_dir": config.get("data_dir"),
-        # True only when the last call ran every notebook (no --only) into a new folder, so that no
-        # duration comes from an earlier call and no sweep reused earlier results. Folders written
-        # before env.json recorded the call give None.
+        # True when the last call ran every notebook into a new folder, so no duration or sweep result
+        # comes from an earlier call. None for folders whose env.json does not record the call.
         "whole_sequence": (
             None if not call else call.get("notebooks") == list(NOTEBOOKS) and call.get("reused_folder") is False
         ),

@@ -37,7 +37,7 @@ def training_state_bytes(parameters: list[torch.nn.Parameter], optimizer: torch.
     """Return the bytes of the gradients and the optimizer state (AdamW: two moments per weight).
 
     The gradients are freed after each step, so they are counted from the parameters: during
-    backward and the optimizer step every trainable parameter holds a gradient of its own size.
+    backward and the optimizer step every trainable parameter has a gradient of its own size.
     """
     gradients = _tensor_bytes(parameters)
     state = sum(_tensor_bytes(values.values()) for values in optimizer.state.values())
